@@ -1,0 +1,26 @@
+"""One exception family for bad user input, so the CLI can print one line and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input the user can fix: names the file (and byte offset when known) and the problem."""
+
+    def __init__(self, path: str | Path | None, problem: str, offset: int | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        self.offset = offset
+        where = "" if self.path is None else self.path
+        if offset is not None:
+            where += f" (record at byte {offset})"
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class RecordError(InputError):
+    """A TFRecord that is corrupt, truncated, or not a TFRecord at all."""
+
+
+class SchemaError(InputError):
+    """A record that parses but breaks the YouTube-8M schema (sizes, NaN, label range)."""
