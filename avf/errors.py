@@ -17,6 +17,10 @@ class InputError(ValueError):
             where += f" (record at byte {offset})"
         super().__init__(f"{where}: {problem}" if where else problem)
 
+    def __reduce__(self):
+        # Rebuild from the parts, so errors cross process boundaries (DataLoader workers).
+        return (self.__class__, (self.path, self.problem, self.offset))
+
 
 class RecordError(InputError):
     """A TFRecord that is corrupt, truncated, or not a TFRecord at all."""

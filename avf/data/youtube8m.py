@@ -319,6 +319,13 @@ def iter_batches(
         yield flush()
 
 
+def detect_level(path: str | Path) -> str:
+    """'video' or 'frame', from the shard's first record."""
+    for offset, payload in iter_payloads(path):
+        return decode_record(payload, str(path), offset, None, dequantize_frames=False).level
+    raise SchemaError(path, "shard holds no records")
+
+
 # ----------------------------------------------------------------------------- encoding
 
 

@@ -1,0 +1,3 @@
+from avf.cli.app import main
+
+main()

@@ -1,0 +1,317 @@
+"""Memory-mapped feature store: parse TFRecords once, then train from ``np.load(mmap_mode='r')``.
+
+Layout of a store directory (every array a standard ``.npy`` file):
+
+- ``rgb.npy``/``audio.npy``: video level (N, 1024)/(N, 128) float16 (or float32);
+  frame level (total_frames, 1024)/(total_frames, 128) uint8 codes, as YouTube-8M ships them,
+  with ``frame_offsets.npy`` (N + 1,) so video i owns rows ``offsets[i]:offsets[i+1]``.
+- ``label_indptr.npy`` (N + 1,) int64 and ``label_indices.npy`` int32: labels in CSR form.
+- ``ids.npy``: video ids as fixed-width bytes.
+- ``manifest.json``: counts, dtypes, shapes, the vocabulary hash and every source's sha256.
+
+The store is built in a temporary directory beside the target and renamed into place only
+when complete, so an interrupted conversion never leaves a half store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avf import __version__
+from avf.data.sources import expand_sources
+from avf.data.vocabulary import file_sha256, find_vocabulary, load_vocabulary
+from avf.data.youtube8m import (
+    AUDIO_DIM,
+    DEFAULT_NUM_CLASSES,
+    RGB_DIM,
+    dequantize,
+    detect_level,
+    iter_batches,
+    iter_records,
+)
+from avf.errors import InputError, SchemaError
+
+STORE_FORMAT = "avf-feature-store"
+STORE_VERSION = 1
+MANIFEST = "manifest.json"
+_NPY_HEADER_BYTES = 256  # room for any shape; rewritten in place once the row count is known
+
+#: progress(bytes_read, records) increments, called as shards are consumed.
+ProgressFn = Callable[[int, int], None]
+
+
+class _NpyStreamWriter:
+    """Append rows to a ``.npy`` file whose leading dimension is only known at the end."""
+
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
+        self.path, self.dtype, self.row_shape, self.rows = path, np.dtype(dtype), row_shape, 0
+        self._fh = open(path, "wb")
+        self._fh.write(self._header(0))
+
+    def _header(self, rows: int) -> bytes:
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        text = repr({"descr": descr, "fortran_order": False, "shape": (rows, *self.row_shape)})
+        prefix = b"\x93NUMPY\x01\x00"
+        body_len = _NPY_HEADER_BYTES - len(prefix) - 2
+        return prefix + struct.pack("<H", body_len) + text.encode("latin1").ljust(body_len - 1) + b"\n"
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+        self._fh.write(rows.tobytes())
+        self.rows += rows.shape[0]
+
+    def close(self) -> None:
+        self._fh.seek(0)
+        self._fh.write(self._header(self.rows))
+        self._fh.close()
+
+
+@dataclass
+class _Columns:
+    """The arrays of a store being written."""
+
+    rgb: _NpyStreamWriter
+    audio: _NpyStreamWriter
+    label_indices: _NpyStreamWriter
+    frame_offsets: list[int] | None
+    ids: list[bytes]
+    label_counts: list[np.ndarray]
+
+
+def convert(
+    source: str | Path | Iterable[str | Path],
+    store: str | Path,
+    num_classes: int | None = None,
+    vocabulary: str | Path | None = None,
+    feature_dtype: str = "float16",
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Convert TFRecord shards into a feature store; returns its manifest.
+
+    The class count comes from ``num_classes``, else the vocabulary (given, or the
+    ``vocabulary.csv`` beside the shards), else YouTube-8M 2018's 3,862. Every label is checked
+    against it. ``feature_dtype`` applies to video-level features (frame level keeps uint8).
+    """
+    if feature_dtype not in ("float16", "float32"):
+        raise ValueError("feature_dtype must be float16 or float32")
+    store = Path(store)
+    shards = expand_sources(source)
+    if store.exists() and not force:
+        raise InputError(store, "already exists (pass --force to replace it)")
+    vocab = load_vocabulary(vocabulary) if vocabulary else find_vocabulary(shards)
+    if num_classes is None:
+        num_classes = vocab.num_classes if vocab else DEFAULT_NUM_CLASSES
+    elif vocab and vocab.num_classes != num_classes:
+        raise InputError(vocab.path, f"vocabulary has {vocab.num_classes} classes but {num_classes} were asked for")
+
+    level = detect_level(shards[0])
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{store.name}.", suffix=".tmp", dir=store.parent))
+    started = time.perf_counter()
+    try:
+        sources = _write_columns(tmp, shards, level, num_classes, feature_dtype, progress)
+        manifest = _finish(tmp, level, num_classes, feature_dtype, sources, vocab)
+        manifest["conversion_seconds"] = round(time.perf_counter() - started, 3)
+        _write_json(tmp / MANIFEST, manifest)
+        _replace_dir(tmp, store)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_columns(tmp, shards, level, num_classes, feature_dtype, progress) -> list[dict]:
+    frame = level == "frame"
+    dtype = np.uint8 if frame else np.dtype(feature_dtype)
+    cols = _Columns(
+        rgb=_NpyStreamWriter(tmp / "rgb.npy", dtype, (RGB_DIM,)),
+        audio=_NpyStreamWriter(tmp / "audio.npy", dtype, (AUDIO_DIM,)),
+        label_indices=_NpyStreamWriter(tmp / "label_indices.npy", np.int32, ()),
+        frame_offsets=[0] if frame else None,
+        ids=[],
+        label_counts=[],
+    )
+    sources = []
+    try:
+        for shard in shards:
+            digest = file_sha256(shard)
+            before = len(cols.ids)
+            if detect_level(shard) != level:
+                raise InputError(shard, f"is not {level}-level like {shards[0].name}: convert each level separately")
+            if frame:
+                _append_frame_shard(cols, shard, num_classes)
+            else:
+                _append_video_shard(cols, shard, num_classes)
+            records = len(cols.ids) - before
+            sources.append({"path": str(shard), "sha256": digest, "bytes": shard.stat().st_size, "records": records})
+            if progress:
+                progress(shard.stat().st_size, records)
+    finally:
+        for writer in (cols.rgb, cols.audio, cols.label_indices):
+            writer.close()
+    if not cols.ids:
+        raise InputError(shards[0], "no records to convert")
+    counts = np.concatenate(cols.label_counts)
+    indptr = np.zeros(len(cols.ids) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    np.save(tmp / "label_indptr.npy", indptr)
+    np.save(tmp / "ids.npy", np.array(cols.ids, dtype=f"S{max(len(i) for i in cols.ids)}"))
+    if frame:
+        np.save(tmp / "frame_offsets.npy", np.array(cols.frame_offsets, np.int64))
+    return sources
+
+
+def _append_video_shard(cols: _Columns, shard: Path, num_classes: int) -> None:
+    for batch in iter_batches(shard, 4096, num_classes):
+        cols.rgb.write(batch.rgb)
+        cols.audio.write(batch.audio)
+        cols.label_indices.write(batch.label_indices)
+        cols.label_counts.append(np.diff(batch.label_indptr))
+        cols.ids.extend(video_id.encode("utf-8") for video_id in batch.ids)
+
+
+def _append_frame_shard(cols: _Columns, shard: Path, num_classes: int) -> None:
+    counts = []
+    for record in iter_records(shard, num_classes, dequantize_frames=False):
+        if record.level != "frame":
+            raise SchemaError(shard, f"video {record.id!r}: video-level record in a frame-level store", record.offset)
+        cols.rgb.write(record.rgb)
+        cols.audio.write(record.audio)
+        cols.label_indices.write(record.labels)
+        counts.append(record.labels.size)
+        cols.frame_offsets.append(cols.frame_offsets[-1] + record.num_frames)
+        cols.ids.append(record.id.encode("utf-8"))
+    cols.label_counts.append(np.array(counts, np.int64))
+
+
+def _finish(tmp, level, num_classes, feature_dtype, sources, vocab) -> dict:
+    arrays = {}
+    for path in sorted(tmp.glob("*.npy")):
+        arr = np.load(path, mmap_mode="r")
+        arrays[path.name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    indptr = np.load(tmp / "label_indptr.npy")
+    videos = len(indptr) - 1
+    manifest = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "created_by": f"avf {__version__}",
+        "level": level,
+        "videos": videos,
+        "num_classes": num_classes,
+        "rgb_dim": RGB_DIM,
+        "audio_dim": AUDIO_DIM,
+        "feature_dtype": "uint8 (dequantize x*4/255 + 4/512 - 2)" if level == "frame" else feature_dtype,
+        "label_occurrences": int(indptr[-1]),
+        "labels_per_video": round(float(indptr[-1]) / videos, 4),
+        "arrays": arrays,
+        "vocabulary": {"path": vocab.path, "sha256": vocab.sha256, "classes": vocab.num_classes} if vocab else None,
+        "sources": sources,
+    }
+    if level == "frame":
+        offsets = np.load(tmp / "frame_offsets.npy")
+        manifest["total_frames"] = int(offsets[-1])
+    return manifest
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished store into place; an old one (``--force``) is removed only after."""
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, trash / final.name)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+class FeatureStore:
+    """Read-only, memory-mapped view of a store: random access without parsing anything."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise InputError(self.path, "not a feature store (no manifest.json)")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(manifest_path, f"corrupt manifest ({exc})") from None
+        if self.manifest.get("format") != STORE_FORMAT:
+            raise InputError(manifest_path, f"not an {STORE_FORMAT} manifest")
+        if self.manifest.get("version") != STORE_VERSION:
+            raise InputError(manifest_path, f"store version {self.manifest.get('version')} is not supported")
+        self.level: str = self.manifest["level"]
+        self.num_classes: int = self.manifest["num_classes"]
+        self._arrays = {}
+        for name, meta in self.manifest["arrays"].items():
+            try:
+                arr = np.load(self.path / name, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise InputError(self.path / name, f"unreadable array ({exc})") from None
+            if str(arr.dtype) != meta["dtype"] or list(arr.shape) != meta["shape"]:
+                raise InputError(self.path / name, f"is {arr.dtype}{list(arr.shape)}, manifest says "
+                                 f"{meta['dtype']}{meta['shape']} (truncated or replaced?)")
+            self._arrays[name.removesuffix(".npy")] = arr
+        self.rgb = self._arrays["rgb"]
+        self.audio = self._arrays["audio"]
+        self.label_indptr = self._arrays["label_indptr"]
+        self.label_indices = self._arrays["label_indices"]
+        self.frame_offsets = self._arrays.get("frame_offsets")
+
+    def __len__(self) -> int:
+        return len(self.label_indptr) - 1
+
+    def video_id(self, index: int) -> str:
+        return self._arrays["ids"][index].decode("utf-8")
+
+    @property
+    def ids(self) -> list[str]:
+        return [raw.decode("utf-8") for raw in self._arrays["ids"]]
+
+    def labels(self, index: int) -> np.ndarray:
+        return np.asarray(self.label_indices[self.label_indptr[index] : self.label_indptr[index + 1]], np.int64)
+
+    def features(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (rgb, audio) of one video: (1024,)/(128,) or dequantized (T, 1024)/(T, 128)."""
+        if self.frame_offsets is None:
+            return self.rgb[index].astype(np.float32), self.audio[index].astype(np.float32)
+        start, end = self.frame_offsets[index], self.frame_offsets[index + 1]
+        return dequantize(self.rgb[start:end]), dequantize(self.audio[start:end])
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Video level only: float32 rgb (B, 1024), audio (B, 128) and 0/1 labels (B, C)."""
+        if self.frame_offsets is not None:
+            raise ValueError("batch() reads video-level stores; index frame-level videos one by one")
+        indices = np.asarray(indices, np.int64)
+        rgb = self.rgb[indices].astype(np.float32)
+        audio = self.audio[indices].astype(np.float32)
+        return rgb, audio, self.labels_dense(indices)
+
+    def labels_dense(self, indices) -> np.ndarray:
+        indices = np.asarray(indices, np.int64)
+        starts = self.label_indptr[indices]
+        counts = self.label_indptr[indices + 1] - starts
+        rows = np.repeat(np.arange(len(indices)), counts)
+        # position of each label in label_indices: its video's start plus its rank within the video
+        ranks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        columns = self.label_indices[np.repeat(starts, counts) + ranks]
+        dense = np.zeros((len(indices), self.num_classes), np.float32)
+        dense[rows, columns] = 1.0
+        return dense

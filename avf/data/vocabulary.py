@@ -1,0 +1,70 @@
+"""YouTube-8M ``vocabulary.csv``: class names for reports and the hash that ties a model to them."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from avf.errors import InputError
+
+VOCABULARY_FILE = "vocabulary.csv"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    path: str
+    names: tuple[str, ...]
+    sha256: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if 0 <= index < len(self.names) and self.names[index] else f"class {index}"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """Read Index/Name columns; indices must run 0..N-1 (gaps get empty names)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "Index" not in reader.fieldnames:
+                raise InputError(path, "not a YouTube-8M vocabulary (no 'Index' column)")
+            rows = {}
+            for line, row in enumerate(reader, start=2):
+                try:
+                    index = int(row["Index"])
+                except (TypeError, ValueError):
+                    raise InputError(path, f"line {line}: Index {row['Index']!r} is not an integer") from None
+                if index < 0:
+                    raise InputError(path, f"line {line}: negative Index {index}")
+                rows[index] = (row.get("Name") or "").strip()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text") from None
+    if not rows:
+        raise InputError(path, "vocabulary has no classes")
+    names = tuple(rows.get(i, "") for i in range(max(rows) + 1))
+    return Vocabulary(str(path), names, file_sha256(path))
+
+
+def find_vocabulary(shards: list[Path]) -> Vocabulary | None:
+    """The ``vocabulary.csv`` beside the first shard, as YouTube-8M downloads lay it out."""
+    for shard in shards[:1]:
+        candidate = shard.parent / VOCABULARY_FILE
+        if candidate.is_file():
+            return load_vocabulary(candidate)
+    return None
