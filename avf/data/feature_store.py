@@ -16,10 +16,7 @@ when complete, so an interrupted conversion never leaves a half store.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from avf import __version__
+from avf.atomic import atomic_directory, check_can_create
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import file_sha256, find_vocabulary, load_vocabulary
 from avf.data.youtube8m import (
@@ -109,8 +107,7 @@ def convert(
         raise ValueError("feature_dtype must be float16 or float32")
     store = Path(store)
     shards = expand_sources(source)
-    if store.exists() and not force:
-        raise InputError(store, "already exists (pass --force to replace it)")
+    check_can_create(store, force)
     vocab = load_vocabulary(vocabulary) if vocabulary else find_vocabulary(shards)
     if num_classes is None:
         num_classes = vocab.num_classes if vocab else DEFAULT_NUM_CLASSES
@@ -118,18 +115,12 @@ def convert(
         raise InputError(vocab.path, f"vocabulary has {vocab.num_classes} classes but {num_classes} were asked for")
 
     level = detect_level(shards[0])
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{store.name}.", suffix=".tmp", dir=store.parent))
     started = time.perf_counter()
-    try:
+    with atomic_directory(store, force) as tmp:
         sources = _write_columns(tmp, shards, level, num_classes, feature_dtype, progress)
         manifest = _finish(tmp, level, num_classes, feature_dtype, sources, vocab)
         manifest["conversion_seconds"] = round(time.perf_counter() - started, 3)
         _write_json(tmp / MANIFEST, manifest)
-        _replace_dir(tmp, store)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -228,17 +219,6 @@ def _finish(tmp, level, num_classes, feature_dtype, sources, vocab) -> dict:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename the finished store into place; an old one (``--force``) is removed only after."""
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, trash / final.name)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 class FeatureStore:
