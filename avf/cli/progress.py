@@ -35,7 +35,7 @@ def bytes_progress(description: str, total_bytes: int) -> Iterator:
     """Progress over input bytes; yields ``advance(bytes, records)``."""
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
                _RecordsRate(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
         task = progress.add_task(description, total=total_bytes, records=0)
 
         def advance(n_bytes: int, n_records: int) -> None:
@@ -50,6 +50,6 @@ def count_progress(description: str, total: int) -> Iterator:
     """Progress over a known number of items; yields ``advance(n)``."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)

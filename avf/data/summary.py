@@ -145,8 +145,18 @@ def _add_video_batch(summary: _Summary, batch: VideoBatch) -> None:
     summary.audio.add(batch.audio)
 
 
+def _recorded_vocabulary(store: FeatureStore) -> Vocabulary | None:
+    """The vocabulary the store was converted against, if it is still there unchanged."""
+    recorded = store.manifest.get("vocabulary") or {}
+    path = recorded.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    vocab = load_vocabulary(path)
+    return vocab if vocab.sha256 == recorded.get("sha256") else None
+
+
 def _summarize_store(store: FeatureStore, vocabulary, top: int) -> dict:
-    vocab = load_vocabulary(vocabulary) if vocabulary else None
+    vocab = load_vocabulary(vocabulary) if vocabulary else _recorded_vocabulary(store)
     summary = _Summary(store.num_classes)
     summary.add_labels(np.asarray(store.label_indptr), np.asarray(store.label_indices))
     chunk = 65536
