@@ -98,11 +98,6 @@ def iter_payloads(path: str | Path) -> Iterator[tuple[int, bytes]]:
             closer.close()
 
 
-def count_records(path: str | Path) -> int:
-    """Number of records in a shard, with the same integrity checks as reading it."""
-    return sum(1 for _ in iter_payloads(path))
-
-
 class TFRecordWriter:
     """Write records atomically: data goes to a temp file that is renamed on a clean close.
 

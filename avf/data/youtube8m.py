@@ -245,10 +245,10 @@ def _batch_from_records(records: list[VideoRecord]) -> VideoBatch:
     counts = [record.labels.size for record in records]
     return VideoBatch(
         ids=[record.id for record in records],
-        rgb=np.stack([record.rgb for record in records]) if records else np.empty((0, RGB_DIM), np.float32),
-        audio=np.stack([record.audio for record in records]) if records else np.empty((0, AUDIO_DIM), np.float32),
+        rgb=np.stack([record.rgb for record in records]),
+        audio=np.stack([record.audio for record in records]),
         label_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        label_indices=np.concatenate([record.labels for record in records]) if records else np.empty(0, np.int64),
+        label_indices=np.concatenate([record.labels for record in records]),
     )
 
 
