@@ -1,0 +1,96 @@
+"""Building blocks shared by the zoo. Every block works on token tensors (B, N, d).
+
+With video-level features each modality is one token (N = 1); mean/std features give N = 2
+and frame features N = T, so attention gets a real axis to attend over.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FCStack(nn.Sequential):
+    """Linear -> ReLU -> Dropout for each width: the paper's fully connected layers."""
+
+    def __init__(self, in_dim: int, widths: list[int], dropout: float):
+        layers: list[nn.Module] = []
+        for width in widths:
+            layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = width
+        super().__init__(*layers)
+        self.out_dim = in_dim
+
+
+class ResidualBlock(nn.Module):
+    """Eq. 1: y = F(x) + x, with F a stack of ``layers`` width-preserving FC layers."""
+
+    def __init__(self, width: int, layers: int, dropout: float):
+        super().__init__()
+        self.residual = FCStack(width, [width] * layers, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(x) + x
+
+
+class GatedResidualBlock(nn.Module):
+    """Eq. 2-3: g = sigmoid(W_g x + b_g); y = g * F(x) + (1 - g) * x (context gating)."""
+
+    def __init__(self, width: int, layers: int, dropout: float):
+        super().__init__()
+        self.residual = FCStack(width, [width] * layers, dropout)
+        self.gate = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(x))
+        return g * self.residual(x) + (1 - g) * x
+
+
+class _Projected(nn.Module):
+    """Run attention at ``attention_width`` inside a ``width`` stream (identity when equal)."""
+
+    def __init__(self, width: int, attention_width: int):
+        super().__init__()
+        same = width == attention_width
+        self.into = nn.Identity() if same else nn.Linear(width, attention_width)
+        self.back = nn.Identity() if same else nn.Linear(attention_width, width)
+
+
+class SelfAttention(_Projected):
+    """Eq. 4-5: softmax(Q K^T / sqrt(d)) V over the tokens of one modality.
+
+    Over a single token the softmax is exactly 1, so the output is W_o (W_v x + b_v) + b_o and
+    W_q, W_k never matter: the form the paper's parameter counts imply, kept faithfully here
+    (the compressor folds it into one matrix).
+    """
+
+    def __init__(self, width: int, attention_width: int, heads: int):
+        super().__init__(width, attention_width)
+        self.attention = nn.MultiheadAttention(attention_width, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.into(x)
+        return self.back(self.attention(h, h, h, key_padding_mask=mask, need_weights=False)[0])
+
+
+class CrossModalAttention(_Projected):
+    """Eq. 6-9: audio queries attend to visual tokens (X_v|a) and visual queries to audio (X_a|v)."""
+
+    def __init__(self, width: int, attention_width: int, heads: int):
+        super().__init__(width, attention_width)
+        self.audio_to_visual = nn.MultiheadAttention(attention_width, heads, batch_first=True)
+        self.visual_to_audio = nn.MultiheadAttention(attention_width, heads, batch_first=True)
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor | None = None):
+        a, v = self.into(audio), self.into(visual)
+        visual_given_audio = self.audio_to_visual(a, v, v, key_padding_mask=mask, need_weights=False)[0]
+        audio_given_visual = self.visual_to_audio(v, a, a, key_padding_mask=mask, need_weights=False)[0]
+        return self.back(visual_given_audio), self.back(audio_given_visual)
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the token axis, ignoring padded tokens (mask True = padding)."""
+    if mask is None:
+        return tokens.mean(dim=1)
+    keep = (~mask).unsqueeze(-1).to(tokens.dtype)
+    return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)

@@ -1,0 +1,404 @@
+"""The paper's networks (Table 1) and Attend-Fusion's ablations (Table 3), by stable name.
+
+The paper gives widths (FC 8192 for baselines, 2048 for the proposed models), dropout 0.4 and
+parameter counts, but not every layer. The layer plans below are inferred so that, with 4716
+classes and 1024 + 128 inputs, every model lands within 10% of the paper's count (see
+``avf models --classes 4716``). Notation: ``in -> W`` is a Linear+ReLU+Dropout layer,
+``Res(k)`` a residual block of k width-preserving layers, ``Gate`` a gated residual block
+with one layer, ``SA`` self-attention, ``XA`` cross-modal attention, ``pool`` a mean over tokens.
+
+One note on attention width: the paper states 1024-wide attention, but its counts (72M for
+Attend-Fusion) only fit attention as wide as the 2048 FC stream, so ``attention_width``
+defaults to the stream width; set it to 1024 to project into a narrower attention.
+
+Inputs per ``tokens`` setting: ``single`` (faithful): rgb (B, rgb_dim), audio (B, audio_dim),
+one token each; ``mean_std``: (B, 2*dim) mean and std features, two tokens each for attention
+models and one flat vector for FC baselines; ``frames``: (B, T, dim) with an optional padding
+mask (B, T), attended over by attention models and mean-pooled by FC baselines. Every model
+returns logits; apply a sigmoid for probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from avf.models.blocks import (
+    CrossModalAttention,
+    FCStack,
+    GatedResidualBlock,
+    ResidualBlock,
+    SelfAttention,
+    masked_mean,
+)
+
+TOKENS = ("single", "mean_std", "frames")
+BASELINE_WIDTH, PROPOSED_WIDTH = 8192, 2048
+
+
+class FusionModel(nn.Module):
+    """Common input handling and settings; subclasses implement ``features``."""
+
+    name = ""
+    uses_attention = False
+    default_width = PROPOSED_WIDTH
+
+    def __init__(self, num_classes: int = 3862, rgb_dim: int = 1024, audio_dim: int = 128, *, width: int | None = None,
+                 attention_width: int | None = None, dropout: float = 0.4, heads: int = 8, tokens: str = "single"):
+        super().__init__()
+        if tokens not in TOKENS:
+            raise ValueError(f"tokens must be one of {', '.join(TOKENS)}, not {tokens!r}")
+        self.num_classes, self.rgb_dim, self.audio_dim = num_classes, rgb_dim, audio_dim
+        self.width = width or self.default_width
+        self.attention_width = attention_width or self.width
+        if self.attention_width % heads:
+            raise ValueError(f"attention width {self.attention_width} is not divisible by {heads} heads")
+        self.dropout, self.heads, self.tokens = dropout, heads, tokens
+        # Per-token input sizes: a flat FC baseline sees mean+std as one 2*dim vector.
+        flat_mean_std = tokens == "mean_std" and not self.uses_attention
+        self.rgb_in = rgb_dim * (2 if flat_mean_std else 1)
+        self.audio_in = audio_dim * (2 if flat_mean_std else 1)
+
+    def config(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes, "rgb_dim": self.rgb_dim,
+                "audio_dim": self.audio_dim, "width": self.width, "attention_width": self.attention_width,
+                "dropout": self.dropout, "heads": self.heads, "tokens": self.tokens}
+
+    def _tokens(self, x: torch.Tensor, dim: int, mask):
+        if self.tokens == "frames":
+            if x.dim() != 3:
+                raise ValueError(f"tokens='frames' expects (B, T, {dim}) inputs, got {tuple(x.shape)}")
+            return (x, mask) if self.uses_attention else (masked_mean(x, mask).unsqueeze(1), None)
+        if self.tokens == "mean_std" and self.uses_attention:
+            return x.reshape(x.shape[0], 2, dim), None
+        return x.unsqueeze(1), None
+
+    def forward(self, rgb: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        visual, token_mask = self._tokens(rgb, self.rgb_dim, mask)
+        audio, _ = self._tokens(audio, self.audio_dim, mask)
+        return self.classifier(self.features(visual, audio, token_mask))
+
+    def features(self, visual: torch.Tensor, audio: torch.Tensor, mask) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _classifier(self, in_dim: int) -> None:
+        self.classifier = nn.Linear(in_dim, self.num_classes)
+
+
+def _fc(model: FusionModel, in_dim: int, layers: int) -> FCStack:
+    return FCStack(in_dim, [model.width] * layers, model.dropout)
+
+
+def _sa(model: FusionModel) -> SelfAttention:
+    return SelfAttention(model.width, model.attention_width, model.heads)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+class FCUnimodal(FusionModel):
+    """FC Audio / FC Visual: in -> W -> W -> classes (the paper's "three FC layers")."""
+
+    default_width = BASELINE_WIDTH
+    modality = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.body = _fc(self, self.audio_in if self.modality == "audio" else self.rgb_in, 2)
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        return self.body(audio if self.modality == "audio" else visual)[:, 0]
+
+
+class FCAudio(FCUnimodal):
+    name, modality = "fc_audio", "audio"
+
+
+class FCVisual(FCUnimodal):
+    name, modality = "fc_visual", "visual"
+
+
+class FCEarlyFusion(FusionModel):
+    """concat(rgb, audio) -> W -> W -> classes."""
+
+    name, default_width = "fc_early_fusion", BASELINE_WIDTH
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.body = _fc(self, self.rgb_in + self.audio_in, 2)
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        return self.body(torch.cat([visual, audio], dim=-1))[:, 0]
+
+
+class LateFusionBaseline(FusionModel):
+    """Per-modality branches, concat (2W) -> W -> classes. Subclasses choose the branch."""
+
+    default_width = BASELINE_WIDTH
+
+    def branch(self, in_dim: int) -> nn.Module:
+        raise NotImplementedError
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.visual_branch = self.branch(self.rgb_in)
+        self.audio_branch = self.branch(self.audio_in)
+        self.fusion = _fc(self, 2 * self.width, 1)
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        return self.fusion(torch.cat([self.visual_branch(visual), self.audio_branch(audio)], dim=-1))[:, 0]
+
+
+class FCLateFusion(LateFusionBaseline):
+    """branches in -> W -> W; concat -> W -> classes."""
+
+    name = "fc_late_fusion"
+
+    def branch(self, in_dim):
+        return _fc(self, in_dim, 2)
+
+
+class FCResidualLateFusion(LateFusionBaseline):
+    """branches in -> W, Res(1); concat -> W -> classes."""
+
+    name = "fc_residual_late_fusion"
+
+    def branch(self, in_dim):
+        return nn.Sequential(_fc(self, in_dim, 1), ResidualBlock(self.width, 1, self.dropout))
+
+
+class FCResidualGatedLateFusion(LateFusionBaseline):
+    """branches in -> W, Gate; concat -> W -> classes."""
+
+    name = "fc_residual_gated_late_fusion"
+
+    def branch(self, in_dim):
+        return nn.Sequential(_fc(self, in_dim, 1), GatedResidualBlock(self.width, 1, self.dropout))
+
+
+class FCResidualEarlyFusion(FusionModel):
+    """concat -> W, Res(2) -> classes."""
+
+    name, default_width = "fc_residual_early_fusion", BASELINE_WIDTH
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.body = nn.Sequential(_fc(self, self.rgb_in + self.audio_in, 1), ResidualBlock(self.width, 2, self.dropout))
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        return self.body(torch.cat([visual, audio], dim=-1))[:, 0]
+
+
+class FCResidualGatedEarlyFusion(FCResidualEarlyFusion):
+    """concat -> W, Gate -> classes."""
+
+    name = "fc_residual_gated_early_fusion"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.body = nn.Sequential(_fc(self, self.rgb_in + self.audio_in, 1),
+                                  GatedResidualBlock(self.width, 1, self.dropout))
+
+
+# ----------------------------------------------------------------------------- proposed models
+
+
+class AttendFusion(FusionModel):
+    """Attend-Fusion: branches in -> W -> W -> W, SA; pool; concat (2W) -> W -> classes."""
+
+    name, uses_attention = "attend_fusion", True
+    branch_layers, fusion_layers, attention = 3, 1, True
+    modalities = ("visual", "audio")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        ins = {"visual": self.rgb_in, "audio": self.audio_in}
+        self.branches = nn.ModuleDict({m: _fc(self, ins[m], self.branch_layers) for m in self.modalities})
+        self.attentions = nn.ModuleDict({m: _sa(self) for m in self.modalities}) if self.attention else None
+        fused = self.width * len(self.modalities)
+        self.fusion = _fc(self, fused, self.fusion_layers) if self.fusion_layers else nn.Identity()
+        self._classifier(self.width if self.fusion_layers else fused)
+
+    def attend(self, modality: str, x: torch.Tensor, mask) -> torch.Tensor:
+        x = self.branches[modality](x)
+        return self.attentions[modality](x, mask) if self.attentions is not None else x
+
+    def features(self, visual, audio, mask):
+        inputs = {"visual": visual, "audio": audio}
+        pooled = [masked_mean(self.attend(m, inputs[m], mask), mask) for m in self.modalities]
+        return self.fusion(torch.cat(pooled, dim=-1))
+
+
+class AttendFusionAudioOnly(AttendFusion):
+    """Table 3 ablation: the audio branch (in -> W -> W -> W, SA) and the classifier."""
+
+    name, modalities, fusion_layers = "attend_fusion_audio_only", ("audio",), 0
+
+
+class AttendFusionVisualOnly(AttendFusion):
+    """Table 3 ablation: the visual branch and the classifier."""
+
+    name, modalities, fusion_layers = "attend_fusion_visual_only", ("visual",), 0
+
+
+class AttendFusionNoAttention(AttendFusion):
+    """Table 3 ablation: branches in -> W without attention; concat -> W -> classes (~20M, paper 22M)."""
+
+    name, branch_layers, attention = "attend_fusion_no_attention", 1, False
+
+
+class FCAttention(AttendFusion):
+    """FC Attention: Attend-Fusion branches; concat -> W -> W -> W -> classes."""
+
+    name, fusion_layers = "fc_attention", 3
+
+
+class ResidualAttentionEarlyFusion(FusionModel):
+    """concat -> W, then twice [Res(2), Res(2), SA]; pool -> classes."""
+
+    name, uses_attention = "residual_attention_early_fusion", True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stem = _fc(self, self.rgb_in + self.audio_in, 1)
+        self.stages = nn.ModuleList(
+            nn.ModuleList([ResidualBlock(self.width, 2, self.dropout), ResidualBlock(self.width, 2, self.dropout), _sa(self)])
+            for _ in range(2))
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        x = self.stem(torch.cat([visual, audio], dim=-1))
+        for first, second, attention in self.stages:
+            x = attention(second(first(x)), mask)
+        return masked_mean(x, mask)
+
+
+class ResidualAttentionLateFusion(FusionModel):
+    """branches in -> W, Res(2), SA; pool; concat -> W, Res(2) -> classes."""
+
+    name, uses_attention = "residual_attention_late_fusion", True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.visual_branch = nn.Sequential(_fc(self, self.rgb_in, 1), ResidualBlock(self.width, 2, self.dropout))
+        self.audio_branch = nn.Sequential(_fc(self, self.audio_in, 1), ResidualBlock(self.width, 2, self.dropout))
+        self.visual_attention, self.audio_attention = _sa(self), _sa(self)
+        self.fusion = nn.Sequential(_fc(self, 2 * self.width, 1), ResidualBlock(self.width, 2, self.dropout))
+        self._classifier(self.width)
+
+    def features(self, visual, audio, mask):
+        v = masked_mean(self.visual_attention(self.visual_branch(visual), mask), mask)
+        a = masked_mean(self.audio_attention(self.audio_branch(audio), mask), mask)
+        return self.fusion(torch.cat([v, a], dim=-1))
+
+
+class AudioVisualAttention(AttendFusion):
+    """Attend-Fusion branches, then XA; concat pooled [X_a, X_v, X_v|a, X_a|v] (4W) -> W -> classes."""
+
+    name = "audio_visual_attention"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cross = CrossModalAttention(self.width, self.attention_width, self.heads)
+        self.fusion = self.fusion_head()
+
+    def fusion_head(self) -> nn.Module:
+        return _fc(self, 4 * self.width, 1)
+
+    def refine(self, streams: list[torch.Tensor], mask) -> list[torch.Tensor]:
+        return streams
+
+    def features(self, visual, audio, mask):
+        v, a = self.attend("visual", visual, mask), self.attend("audio", audio, mask)
+        v_given_a, a_given_v = self.cross(a, v, mask)
+        streams = self.refine([a, v, v_given_a, a_given_v], mask)
+        return self.fusion(torch.cat([masked_mean(s, mask) for s in streams], dim=-1))
+
+
+class SelfCrossModalAttention(AudioVisualAttention):
+    """Audio-Visual Attention plus SA on each of the four streams after the cross-modal step."""
+
+    name = "self_cross_modal_attention"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_attention = nn.ModuleList(_sa(self) for _ in range(4))
+
+    def refine(self, streams, mask):
+        return [attention(s, mask) for attention, s in zip(self.stream_attention, streams)]
+
+
+class SelfAttendedCrossModalFCRN(AudioVisualAttention):
+    """Audio-Visual Attention plus Res(2) on each stream; fusion 4W -> W then 3 x Res(2)."""
+
+    name = "self_attended_cross_modal_fcrn"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_residual = nn.ModuleList(ResidualBlock(self.width, 2, self.dropout) for _ in range(4))
+
+    def fusion_head(self):
+        return nn.Sequential(_fc(self, 4 * self.width, 1), *(ResidualBlock(self.width, 2, self.dropout) for _ in range(3)))
+
+    def refine(self, streams, mask):
+        return [block(s) for block, s in zip(self.stream_residual, streams)]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., FusionModel]
+    paper_params_m: float | None
+    paper_name: str
+
+
+_SPECS = [
+    ModelSpec("fc_audio", FCAudio, 103, "FC Audio"),
+    ModelSpec("fc_visual", FCVisual, 110, "FC Visual"),
+    ModelSpec("fc_early_fusion", FCEarlyFusion, 111, "FC Early Fusion"),
+    ModelSpec("fc_late_fusion", FCLateFusion, 341, "FC Late Fusion"),
+    ModelSpec("fc_residual_early_fusion", FCResidualEarlyFusion, 175, "FC Residual Early Fusion"),
+    ModelSpec("fc_residual_late_fusion", FCResidualLateFusion, 341, "FC Residual Late Fusion"),
+    ModelSpec("fc_residual_gated_early_fusion", FCResidualGatedEarlyFusion, 175, "FC Residual Gated Early Fusion"),
+    ModelSpec("fc_residual_gated_late_fusion", FCResidualGatedLateFusion, 416, "FC Residual Gated Late Fusion"),
+    ModelSpec("fc_attention", FCAttention, 83, "FC Attention"),
+    ModelSpec("residual_attention_early_fusion", ResidualAttentionEarlyFusion, 79, "Residual Attention Early Fusion"),
+    ModelSpec("residual_attention_late_fusion", ResidualAttentionLateFusion, 83, "Residual Attention Late Fusion"),
+    ModelSpec("attend_fusion", AttendFusion, 72, "Attend-Fusion"),
+    ModelSpec("audio_visual_attention", AudioVisualAttention, 113, "Audio-Visual Attention Network"),
+    ModelSpec("self_cross_modal_attention", SelfCrossModalAttention, 172, "Self and Cross Modal Attention Network"),
+    ModelSpec("self_attended_cross_modal_fcrn", SelfAttendedCrossModalFCRN, 172, "Self-Attended Cross-Modal FCRN Network"),
+    ModelSpec("attend_fusion_audio_only", AttendFusionAudioOnly, 35, "Attend-Fusion, audio only (Table 3)"),
+    ModelSpec("attend_fusion_visual_only", AttendFusionVisualOnly, 37, "Attend-Fusion, visual only (Table 3)"),
+    ModelSpec("attend_fusion_no_attention", AttendFusionNoAttention, 22, "Attend-Fusion, no attention (Table 3)"),
+]
+REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+MODEL_NAMES: list[str] = list(REGISTRY)
+PAPER_PARAMS: dict[str, float | None] = {spec.name: spec.paper_params_m for spec in _SPECS}
+
+
+def build_model(name: str, num_classes: int = 3862, rgb_dim: int = 1024, audio_dim: int = 128, **settings) -> FusionModel:
+    """Build a registry model; ``settings``: width, attention_width, dropout, heads, tokens."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return REGISTRY[name].builder(num_classes, rgb_dim, audio_dim, **settings)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(name: str, **kwargs) -> int:
+    """Parameters of a model without allocating its weights (built on the meta device)."""
+    with torch.device("meta"):
+        return count_parameters(build_model(name, **kwargs))
