@@ -43,6 +43,8 @@ class F1Result:
 def _as_pair(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
     predictions = np.asarray(predictions)
     labels = np.asarray(labels)
+    if not np.issubdtype(predictions.dtype, np.number) or not np.issubdtype(labels.dtype, np.number):
+        raise ValueError("predictions and labels must be numeric arrays")
     if predictions.ndim != 2:
         raise ValueError(f"predictions must be 2-D (videos, classes), got shape {predictions.shape}")
     if labels.shape != predictions.shape:
@@ -58,8 +60,8 @@ class EvaluationAccumulator:
     """Streaming GAP, mAP, Hit@1, PERR and micro F1 over batches of (predictions, labels)."""
 
     def __init__(self, num_classes: int, top_k: int = 20, f1_threshold: float = 0.5):
-        if top_k < 1:
-            raise ValueError("top_k must be a positive integer")
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
         if num_classes < 1:
             raise ValueError("num_classes must be a positive integer")
         self.num_classes = num_classes
@@ -79,7 +81,11 @@ class EvaluationAccumulator:
         if predictions.shape[1] != self.num_classes:
             raise ValueError(f"predictions have {predictions.shape[1]} classes, expected {self.num_classes}")
         for start in range(0, predictions.shape[0], _CHUNK):
-            self._add_chunk(predictions[start : start + _CHUNK], labels[start : start + _CHUNK] > 0)
+            chunk = predictions[start : start + _CHUNK]
+            # A NaN would sort arbitrarily and silently corrupt every ranking metric.
+            if not np.isfinite(chunk).all():
+                raise ValueError(f"predictions contain NaN or inf (videos {start}..{start + len(chunk) - 1})")
+            self._add_chunk(chunk, labels[start : start + _CHUNK] > 0)
 
     def _add_chunk(self, scores: np.ndarray, positive: np.ndarray) -> None:
         videos = scores.shape[0]

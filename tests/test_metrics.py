@@ -72,6 +72,20 @@ def test_shape_errors():
         gap(PRED[0], LABELS[0])
     with pytest.raises(ValueError, match="top_k"):
         gap(PRED, LABELS, top_k=0)
+    with pytest.raises(ValueError, match="top_k"):
+        evaluate(PRED, LABELS, top_k=2.5)
+    with pytest.raises(ValueError, match="numeric"):
+        evaluate(PRED.astype(str), LABELS)
+    with pytest.raises(ValueError, match="no videos"):
+        EvaluationAccumulator(4).result()
+
+
+def test_nan_predictions_are_refused():
+    nan = PRED.copy()
+    nan[1, 3] = np.nan
+    for function in (gap, hit_at_one, perr, evaluate):
+        with pytest.raises(ValueError, match="NaN"):
+            function(nan, LABELS)
 
 
 # ----------------------------------------------------------------------------- reference
