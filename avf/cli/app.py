@@ -9,6 +9,8 @@ import typer
 from avf import __version__
 from avf.cli.data_commands import data_app
 from avf.cli.progress import stderr
+from avf.cli.model_commands import models_command
+from avf.cli.train_commands import eval_command, train_command
 from avf.errors import InputError
 
 app = typer.Typer(
@@ -18,6 +20,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data")
+app.command("models")(models_command)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
 
 
 def _version(value: bool) -> None:
@@ -47,3 +52,8 @@ def run(args: list[str] | None = None) -> None:
 
 def main() -> None:
     run(sys.argv[1:])
+
+
+def train_main() -> None:
+    """``avf-train``: the same as ``avf train``."""
+    run(["train", *sys.argv[1:]])

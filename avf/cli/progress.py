@@ -53,3 +53,14 @@ def count_progress(description: str, total: int) -> Iterator:
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
+def training_progress(description: str, total_steps: int) -> Iterator:
+    """Progress over optimizer steps; yields ``advance(mean_loss, samples_per_s)``."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} samples/s"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+        task = progress.add_task(description, total=total_steps, loss=float("nan"), rate=0.0)
+        yield lambda loss, rate: progress.update(task, advance=1, loss=loss, rate=rate)

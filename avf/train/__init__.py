@@ -1,0 +1,1 @@
+"""Training: data feeding, the loop (one process or torchrun/DDP), self-describing checkpoints."""

@@ -1,0 +1,94 @@
+"""Self-describing checkpoints: enough to rebuild, evaluate and trace a model with nothing else.
+
+A checkpoint holds the model's name and constructor settings, its weights, the class count and
+vocabulary hash, the data it was trained on (paths and sha256), its metrics and the versions
+of the tools; ``last.pt`` also holds the optimizer, scheduler and RNG states for ``--resume``.
+Files are written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from avf import __version__
+from avf.errors import InputError
+
+CHECKPOINT_FORMAT = "avf-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+
+    return {"avf": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    import torch
+
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "versions": versions(), **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and check a checkpoint; every failure is one InputError naming the file."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, "not an avf checkpoint (no model description inside)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(path, f"checkpoint version {payload.get('version')} is not supported")
+    for key in ("model", "state_dict", "num_classes"):
+        if key not in payload:
+            raise InputError(path, f"checkpoint lacks {key!r}")
+    return payload
+
+
+def model_from_checkpoint(payload: dict, path: str | Path = ""):
+    """Rebuild the model and load its weights; a mismatch is refused with a clear message."""
+    from avf.models import build_model
+
+    model = build_model(**payload["model"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise InputError(path, f"weights do not fit model {payload['model']['name']!r} "
+                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return model
+
+
+def check_compatible(payload: dict, path: str | Path, model_config: dict, vocabulary_sha256: str | None) -> None:
+    """Refuse to resume or fine-tune from a checkpoint of another model, class count or vocabulary."""
+    saved = payload["model"]
+    if saved["name"] != model_config["name"]:
+        raise InputError(path, f"checkpoint is of model {saved['name']!r}, not {model_config['name']!r}")
+    if payload["num_classes"] != model_config["num_classes"]:
+        raise InputError(path, f"checkpoint has {payload['num_classes']} classes, the data has {model_config['num_classes']}")
+    saved_vocab = payload.get("vocabulary_sha256")
+    if saved_vocab and vocabulary_sha256 and saved_vocab != vocabulary_sha256:
+        raise InputError(path, "checkpoint was trained against a different vocabulary.csv (sha256 differs)")
+    differing = {k for k in saved if k in model_config and saved[k] != model_config[k]}
+    if differing:
+        raise InputError(path, f"checkpoint model settings differ: {', '.join(sorted(differing))}")

@@ -1,0 +1,79 @@
+"""Training data from a feature store or TFRecords, served as vectorised batches.
+
+Training never parses in the loop: a feature store is memory-mapped, and TFRecord inputs are
+decoded once into memory (fine up to a few hundred thousand videos; convert larger sets with
+``avf data convert`` first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avf.data.feature_store import MANIFEST, FeatureStore
+from avf.data.sources import expand_sources
+from avf.data.vocabulary import file_sha256, find_vocabulary
+from avf.data.youtube8m import iter_batches
+from avf.errors import InputError
+
+
+@dataclass
+class TrainingData:
+    """Video-level features and CSR labels, gathered a batch at a time."""
+
+    rgb: np.ndarray  # (N, 1024) float16/float32, possibly memory-mapped
+    audio: np.ndarray  # (N, 128)
+    label_indptr: np.ndarray
+    label_indices: np.ndarray
+    num_classes: int
+    sources: list[dict]  # each {"path", "sha256", ...}
+    vocabulary_sha256: str | None
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.label_indptr) - 1
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float32 rgb, audio and 0/1 labels (B, classes) for the given video indices."""
+        indices = np.asarray(indices, np.int64)
+        starts = self.label_indptr[indices]
+        counts = self.label_indptr[indices + 1] - starts
+        ranks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        columns = self.label_indices[np.repeat(starts, counts) + ranks]
+        labels = np.zeros((len(indices), self.num_classes), np.float32)
+        labels[np.repeat(np.arange(len(indices)), counts), columns] = 1.0
+        return self.rgb[indices].astype(np.float32), self.audio[indices].astype(np.float32), labels
+
+
+def load_training_data(spec: str | Path, num_classes: int | None = None) -> TrainingData:
+    """A feature store directory, or TFRecord file(s)/directory/glob of video-level records."""
+    path = Path(str(spec))
+    if (path / MANIFEST).is_file():
+        store = FeatureStore(path)
+        if store.level != "video":
+            raise InputError(path, "frame-level stores are not supported for training yet; convert video-level data")
+        if num_classes is not None and num_classes != store.num_classes:
+            raise InputError(path, f"store has {store.num_classes} classes, expected {num_classes}")
+        vocab = store.manifest.get("vocabulary") or {}
+        return TrainingData(store.rgb, store.audio, np.asarray(store.label_indptr), np.asarray(store.label_indices),
+                            store.num_classes, store.manifest["sources"], vocab.get("sha256"),
+                            f"feature store {path} ({len(store)} videos)")
+    shards = expand_sources(spec)
+    vocab = find_vocabulary(shards)
+    classes = num_classes or (vocab.num_classes if vocab else None)
+    if classes is None:
+        raise InputError(spec, "class count unknown: pass --classes or put vocabulary.csv beside the shards")
+    rgb, audio, indptr, indices = [], [], [0], []
+    for batch in iter_batches(shards, 8192, classes):
+        rgb.append(batch.rgb)
+        audio.append(batch.audio)
+        indices.append(batch.label_indices)
+        indptr.extend((batch.label_indptr[1:] + indptr[-1]).tolist())
+    if not rgb:
+        raise InputError(spec, "no records found")
+    sources = [{"path": str(s), "sha256": file_sha256(s), "bytes": s.stat().st_size} for s in shards]
+    return TrainingData(np.concatenate(rgb), np.concatenate(audio), np.array(indptr, np.int64),
+                        np.concatenate(indices).astype(np.int64), classes, sources,
+                        vocab.sha256 if vocab else None, f"{len(shards)} TFRecord shards ({len(indptr) - 1} videos)")

@@ -1,0 +1,309 @@
+"""The training loop: one process, or DistributedDataParallel under torchrun.
+
+Paper defaults: AdamW, lr 1e-4, 20 epochs, binary cross-entropy. Every epoch ends with a
+validation pass (GAP, mAP, Hit@1, PERR, F1), a metrics log row, and atomically written
+``last.pt`` (with optimizer state, for ``--resume``) and ``best.pt`` (best validation GAP), so
+killing the process loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from avf.errors import InputError
+from avf.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from avf.train.data import TrainingData, load_training_data
+from avf.train.evaluate import evaluate_model
+
+LAST, BEST = "last.pt", "best.pt"
+METRICS_CSV, METRICS_JSON = "metrics.csv", "metrics.json"
+
+
+class TrainSettings(BaseModel):
+    """Everything that defines a run; stored in every checkpoint."""
+
+    model: str
+    train: str
+    val: str | None = None
+    out: str
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    seed: int = 0
+    num_classes: int | None = None
+    width: int | None = None
+    attention_width: int | None = None
+    dropout: float = Field(0.4, ge=0, lt=1)
+    heads: int = Field(8, ge=1)
+    tokens: Literal["single"] = "single"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed_from_env() -> _Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Distributed()
+    return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(settings: TrainSettings, dist: _Distributed):
+    import torch
+
+    if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InputError(None, "--device cuda asked for, but no CUDA GPU is visible")
+        torch.cuda.set_device(dist.local_rank)
+        return torch.device("cuda", dist.local_rank)
+    if dist.world == 1:
+        torch.set_num_threads(os.cpu_count() or 1)
+    return torch.device("cpu")
+
+
+def _autocast_dtype(settings: TrainSettings, device):
+    import torch
+
+    if device.type != "cuda" or settings.precision == "fp32":
+        return None
+    if settings.precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _epoch_indices(size: int, seed: int, epoch: int, dist: _Distributed) -> np.ndarray:
+    """The same shuffled order on every rank; each rank takes every world-th item (like
+    DistributedSampler), trimmed so all ranks run the same number of steps."""
+    order = np.random.default_rng([seed, epoch]).permutation(size)
+    order = order[: (size // dist.world) * dist.world]
+    return order[dist.rank :: dist.world]
+
+
+def train(settings: TrainSettings, resume: bool = False, force: bool = False, console=None) -> dict:
+    """Train per ``settings``; returns the final metrics history. Resumable from ``out/last.pt``."""
+    import torch
+
+    from avf.models import build_model, count_parameters
+
+    from avf.models import MODEL_NAMES
+
+    if settings.model not in MODEL_NAMES:
+        raise InputError(None, f"unknown model {settings.model!r}; known models: {', '.join(MODEL_NAMES)}")
+    dist = _distributed_from_env()
+    out = Path(settings.out)
+    state = None
+    if resume:
+        state = load_checkpoint(out / LAST)
+        saved = TrainSettings(**state["settings"])
+        settings = saved.model_copy(update={"epochs": max(settings.epochs, saved.epochs)})
+    elif (out / LAST).exists() and not force:
+        raise InputError(out, "already holds a run (pass --resume to continue it, or --force to start over)")
+
+    if dist.world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if settings.device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = _device(settings, dist)
+    train_data = load_training_data(settings.train, settings.num_classes)
+    val_data = load_training_data(settings.val, train_data.num_classes) if settings.val else None
+
+    torch.manual_seed(settings.seed)
+    model_kwargs = {k: v for k, v in {"width": settings.width, "attention_width": settings.attention_width}.items()
+                    if v is not None}
+    model = build_model(settings.model, num_classes=train_data.num_classes, dropout=settings.dropout,
+                        heads=settings.heads, tokens=settings.tokens, **model_kwargs)
+    model_config = model.config()
+    if state is not None:
+        check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256)
+        model.load_state_dict(state["state_dict"])
+    model.to(device)
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(_epoch_indices(len(train_data), 0, 0, dist)) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+        if settings.schedule == "cosine" else (lambda step: 1.0))
+    autocast = _autocast_dtype(settings, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
+    history: list[dict] = []
+    best_gap = -1.0
+    start_epoch = 1
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        best_gap = state.get("best_gap", -1.0)
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+    writer = _tensorboard(out) if dist.main else None
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    run_info = {
+        "parameters": count_parameters(model),
+        "device": str(device),
+        "world_size": dist.world,
+        "threads": torch.get_num_threads(),
+        "autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
+        "train_data": train_data.description,
+        "val_data": val_data.description if val_data else None,
+    }
+    if console is not None and dist.main:
+        console.print(f"[bold]{settings.model}[/]: {run_info['parameters']:,} parameters on {device}"
+                      f" ({run_info['autocast']}, {dist.world} process{'es' if dist.world > 1 else ''}); "
+                      f"train: {train_data.description}", soft_wrap=True)
+
+    for epoch in range(start_epoch, settings.epochs + 1):
+        net.train()
+        indices = _epoch_indices(len(train_data), settings.seed, epoch, dist)
+        loss_sum, seen, load_seconds, step_seconds = 0.0, 0, 0.0, 0.0
+        started = time.perf_counter()
+        with _progress(console if dist.main else None, f"epoch {epoch}/{settings.epochs}", steps_per_epoch) as advance:
+            for first in range(0, len(indices), settings.batch_size):
+                t0 = time.perf_counter()
+                rgb, audio, labels = train_data.batch(indices[first : first + settings.batch_size])
+                rgb, audio, labels = (torch.from_numpy(a).to(device, non_blocking=True) for a in (rgb, audio, labels))
+                t1 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    loss = loss_fn(net(rgb, audio).float(), labels)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                batch = len(labels)
+                loss_sum += loss.item() * batch
+                seen += batch
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                load_seconds += t1 - t0
+                step_seconds += time.perf_counter() - t1
+                advance(loss_sum / seen, seen * dist.world / (time.perf_counter() - started))
+        epoch_seconds = time.perf_counter() - started
+        row = {
+            "epoch": epoch,
+            "train_loss": _global_mean(loss_sum, seen, dist, device),
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": round(seen * dist.world / epoch_seconds, 1),
+            "loader_ms_per_batch": round(1000 * load_seconds / max(1, steps_per_epoch), 3),
+            "step_ms_per_batch": round(1000 * step_seconds / max(1, steps_per_epoch), 3),
+            "epoch_seconds": round(epoch_seconds, 2),
+        }
+        if dist.main:
+            if val_data is not None:
+                row.update({f"val_{k}": v for k, v in evaluate_model(model, val_data, settings.eval_batch_size, device).items()})
+            history.append(row)
+            gap = row.get("val_gap", -row["train_loss"])
+            payload = {
+                "model": model_config,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "num_classes": train_data.num_classes,
+                "vocabulary_sha256": train_data.vocabulary_sha256,
+                "data": {"train": train_data.sources, "val": val_data.sources if val_data else None},
+                "metrics": row,
+                "epoch": epoch,
+                "settings": settings.model_dump(),
+                "run": run_info,
+            }
+            if gap > best_gap:
+                best_gap = gap
+                save_checkpoint(out / BEST, payload)
+            save_checkpoint(out / LAST, {**payload, "history": history, "best_gap": best_gap,
+                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                         "torch_rng": torch.get_rng_state()})
+            _write_history(out, history, settings, run_info)
+            if writer is not None:
+                for key, value in row.items():
+                    if isinstance(value, (int, float)) and key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+            if console is not None:
+                console.print(_epoch_line(row), soft_wrap=True)
+        if dist.world > 1:
+            torch.distributed.barrier()
+    if writer is not None:
+        writer.close()
+    return {"history": history, "run": run_info, "settings": settings.model_dump()}
+
+
+def _global_mean(total: float, count: int, dist: _Distributed, device) -> float:
+    if dist.world == 1:
+        return total / max(count, 1)
+    import torch
+
+    both = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(both)
+    return float(both[0] / both[1])
+
+
+def _epoch_line(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
+    for key in ("val_gap", "val_map", "val_hit_at_one", "val_perr", "val_f1"):
+        if key in row:
+            parts.append(f"{key[4:]} {row[key]:.4f}")
+    parts.append(f"{row['samples_per_s']:.0f} samples/s (loader {row['loader_ms_per_batch']:.1f} ms, "
+                 f"step {row['step_ms_per_batch']:.1f} ms per batch)")
+    return "  ".join(parts)
+
+
+def _write_history(out: Path, history: list[dict], settings: TrainSettings, run_info: dict) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = out / f".{METRICS_CSV}.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / METRICS_CSV)
+    tmp = out / f".{METRICS_JSON}.tmp"
+    tmp.write_text(json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history}, indent=2) + "\n")
+    os.replace(tmp, out / METRICS_JSON)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+class _NoProgress:
+    def __enter__(self):
+        return lambda loss, rate: None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(console, description: str, total: int):
+    if console is None:
+        return _NoProgress()
+    from avf.cli.progress import training_progress
+
+    return training_progress(description, total)
