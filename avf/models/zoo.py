@@ -360,27 +360,30 @@ class ModelSpec:
     builder: Callable[..., FusionModel]
     paper_params_m: float | None
     paper_name: str
+    paper_gap: float | None = None  # % on YouTube-8M, Table 1 / Table 3
+    paper_f1: float | None = None
+    paper_table: int = 1
 
 
 _SPECS = [
-    ModelSpec("fc_audio", FCAudio, 103, "FC Audio"),
-    ModelSpec("fc_visual", FCVisual, 110, "FC Visual"),
-    ModelSpec("fc_early_fusion", FCEarlyFusion, 111, "FC Early Fusion"),
-    ModelSpec("fc_late_fusion", FCLateFusion, 341, "FC Late Fusion"),
-    ModelSpec("fc_residual_early_fusion", FCResidualEarlyFusion, 175, "FC Residual Early Fusion"),
-    ModelSpec("fc_residual_late_fusion", FCResidualLateFusion, 341, "FC Residual Late Fusion"),
-    ModelSpec("fc_residual_gated_early_fusion", FCResidualGatedEarlyFusion, 175, "FC Residual Gated Early Fusion"),
-    ModelSpec("fc_residual_gated_late_fusion", FCResidualGatedLateFusion, 416, "FC Residual Gated Late Fusion"),
-    ModelSpec("fc_attention", FCAttention, 83, "FC Attention"),
-    ModelSpec("residual_attention_early_fusion", ResidualAttentionEarlyFusion, 79, "Residual Attention Early Fusion"),
-    ModelSpec("residual_attention_late_fusion", ResidualAttentionLateFusion, 83, "Residual Attention Late Fusion"),
-    ModelSpec("attend_fusion", AttendFusion, 72, "Attend-Fusion"),
-    ModelSpec("audio_visual_attention", AudioVisualAttention, 113, "Audio-Visual Attention Network"),
-    ModelSpec("self_cross_modal_attention", SelfCrossModalAttention, 172, "Self and Cross Modal Attention Network"),
-    ModelSpec("self_attended_cross_modal_fcrn", SelfAttendedCrossModalFCRN, 172, "Self-Attended Cross-Modal FCRN Network"),
-    ModelSpec("attend_fusion_audio_only", AttendFusionAudioOnly, 35, "Attend-Fusion, audio only (Table 3)"),
-    ModelSpec("attend_fusion_visual_only", AttendFusionVisualOnly, 37, "Attend-Fusion, visual only (Table 3)"),
-    ModelSpec("attend_fusion_no_attention", AttendFusionNoAttention, 22, "Attend-Fusion, no attention (Table 3)"),
+    ModelSpec("fc_audio", FCAudio, 103, "FC Audio", 50.32, 49.09),
+    ModelSpec("fc_visual", FCVisual, 110, "FC Visual", 76.25, 72.69),
+    ModelSpec("fc_early_fusion", FCEarlyFusion, 111, "FC Early Fusion", 80.16, 75.25),
+    ModelSpec("fc_late_fusion", FCLateFusion, 341, "FC Late Fusion", 80.87, 75.96),
+    ModelSpec("fc_residual_early_fusion", FCResidualEarlyFusion, 175, "FC Residual Early Fusion", 80.73, 75.79),
+    ModelSpec("fc_residual_late_fusion", FCResidualLateFusion, 341, "FC Residual Late Fusion", 79.1, 74.37),
+    ModelSpec("fc_residual_gated_early_fusion", FCResidualGatedEarlyFusion, 175, "FC Residual Gated Early Fusion", 79.75, 74.2),
+    ModelSpec("fc_residual_gated_late_fusion", FCResidualGatedLateFusion, 416, "FC Residual Gated Late Fusion", 79.2, 74.24),
+    ModelSpec("fc_attention", FCAttention, 83, "FC Attention", 79.76, 75.09),
+    ModelSpec("residual_attention_early_fusion", ResidualAttentionEarlyFusion, 79, "Residual Attention Early Fusion", 80.53, 75.34),
+    ModelSpec("residual_attention_late_fusion", ResidualAttentionLateFusion, 83, "Residual Attention Late Fusion", 80.59, 75.56),
+    ModelSpec("attend_fusion", AttendFusion, 72, "Attend-Fusion", 80.55, 75.64),
+    ModelSpec("audio_visual_attention", AudioVisualAttention, 113, "Audio-Visual Attention Network", 80.44, 75.56),
+    ModelSpec("self_cross_modal_attention", SelfCrossModalAttention, 172, "Self and Cross Modal Attention Network", 80.61, 75.52),
+    ModelSpec("self_attended_cross_modal_fcrn", SelfAttendedCrossModalFCRN, 172, "Self-Attended Cross-Modal FCRN Network", 80.68, 75.45),
+    ModelSpec("attend_fusion_audio_only", AttendFusionAudioOnly, 35, "Attend-Fusion, audio only (Table 3)", 49.59, 49.15, 3),
+    ModelSpec("attend_fusion_visual_only", AttendFusionVisualOnly, 37, "Attend-Fusion, visual only (Table 3)", 76.96, 71.87, 3),
+    ModelSpec("attend_fusion_no_attention", AttendFusionNoAttention, 22, "Attend-Fusion, no attention (Table 3)", 79.06, 73.31, 3),
 ]
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 MODEL_NAMES: list[str] = list(REGISTRY)
