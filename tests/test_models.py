@@ -10,15 +10,48 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avf.models import MODEL_NAMES, PAPER_PARAMS, build_model, count_parameters, parameter_count  # noqa: E402
-from avf.models.blocks import SelfAttention  # noqa: E402
+from avf.models import MODEL_NAMES, PAPER_PARAMS, REGISTRY, build_model, count_parameters, parameter_count  # noqa: E402
+from avf.models.blocks import (  # noqa: E402
+    CrossModalAttention,
+    FCStack,
+    GatedResidualBlock,
+    ResidualBlock,
+    SelfAttention,
+)
 
-SMALL = {"width": 32, "attention_width": 16, "heads": 4, "dropout": 0.0}
+SMALL = {"width": 64, "attention_width": 32, "heads": 4, "dropout": 0.0}
+
+
+PAPER_M = {
+    "fc_audio": 103, "fc_visual": 110, "fc_early_fusion": 111, "fc_late_fusion": 341,
+    "fc_residual_early_fusion": 175, "fc_residual_late_fusion": 341, "fc_residual_gated_early_fusion": 175,
+    "fc_residual_gated_late_fusion": 416, "fc_attention": 83, "residual_attention_early_fusion": 79,
+    "residual_attention_late_fusion": 83, "attend_fusion": 72, "audio_visual_attention": 113,
+    "self_cross_modal_attention": 172, "self_attended_cross_modal_fcrn": 172, "attend_fusion_audio_only": 35,
+    "attend_fusion_visual_only": 37, "attend_fusion_no_attention": 22,
+}
 
 
 def test_registry_covers_table_1_and_table_3():
-    assert len(MODEL_NAMES) == 18 and "attend_fusion" in MODEL_NAMES
-    assert all(PAPER_PARAMS[name] for name in MODEL_NAMES)
+    assert MODEL_NAMES == list(PAPER_M)
+    assert PAPER_PARAMS == PAPER_M
+    assert all(REGISTRY[name].description for name in MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_default_widths(name):
+    with torch.device("meta"):
+        model = build_model(name)
+    assert model.width == (8192 if name.startswith("fc_") and name != "fc_attention" else 2048)
+    assert model.config()["num_classes"] == 3862 and model.config()["dropout"] == 0.4
+
+
+def test_attend_fusion_parameter_count_by_hand():
+    w, classes = 2048, 4716
+    fc = lambda i, o: i * o + o  # noqa: E731
+    attention = 4 * w * w + 4 * w
+    branches = fc(1024, w) + fc(128, w) + 4 * fc(w, w) + 2 * attention
+    assert parameter_count("attend_fusion", num_classes=classes) == branches + fc(2 * w, w) + fc(w, classes)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -44,21 +77,71 @@ def test_forward_shapes_for_every_token_setting(name):
     assert torch.allclose(padded[1], alone[0], atol=1e-5)  # padding never changes the output
 
 
+def _value_map(attention, x):
+    """W_o (W_v x + b_v) + b_o: what attention over one token reduces to."""
+    d = attention.embed_dim
+    w_v, b_v = attention.in_proj_weight[2 * d:], attention.in_proj_bias[2 * d:]
+    return (x @ w_v.T + b_v) @ attention.out_proj.weight.T + attention.out_proj.bias
+
+
 def test_single_token_attention_is_a_linear_map():
     torch.manual_seed(0)
-    block = SelfAttention(64, 64, heads=8).eval()
+    block = SelfAttention(64, 8).eval()
+    assert count_parameters(block) == 4 * 64**2 + 4 * 64
     x = torch.randn(5, 1, 64)
-    attention = block.attention
-    w_v = attention.in_proj_weight[128:]
-    b_v = attention.in_proj_bias[128:]
-    expected = (x @ w_v.T + b_v) @ attention.out_proj.weight.T + attention.out_proj.bias
-    assert torch.allclose(block(x), expected, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(block(x), _value_map(block.attention, x), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["attend_fusion", "fc_residual_gated_late_fusion", "self_attended_cross_modal_fcrn"])
+def test_single_token_cross_modal_attention_is_a_linear_map_of_the_other_modality():
+    torch.manual_seed(0)
+    block = CrossModalAttention(64, 8).eval()
+    assert count_parameters(block) == 2 * (4 * 64**2 + 4 * 64)
+    audio, visual = torch.randn(5, 1, 64), torch.randn(5, 1, 64)
+    with torch.no_grad():
+        visual_given_audio, audio_given_visual = block(audio, visual)
+        assert torch.allclose(visual_given_audio, _value_map(block.audio_to_visual, visual), atol=1e-6)
+        assert torch.allclose(audio_given_visual, _value_map(block.visual_to_audio, audio), atol=1e-6)
+
+
+def test_residual_blocks_follow_equations_1_to_3():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16)
+    stack = FCStack(16, [32, 16], dropout=0.0)
+    assert stack.out_dim == 16 and stack(x).shape == (4, 3, 16)
+    residual = ResidualBlock(16, dropout=0.0).eval()
+    assert count_parameters(residual) == 2 * (16 * 16 + 16)
+    assert torch.allclose(residual(x), residual.residual(x) + x)
+    gated = GatedResidualBlock(16, dropout=0.0).eval()
+    assert count_parameters(gated) == 2 * (16 * 16 + 16)
+    g = torch.sigmoid(gated.gate(x))
+    assert torch.allclose(gated(x), g * gated.residual(x) + (1 - g) * x)
+
+
+def test_attention_ignores_padded_keys_and_survives_empty_rows():
+    torch.manual_seed(0)
+    block = SelfAttention(32, 4).eval()
+    x = torch.randn(2, 6, 32)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, 3:] = True
+    mask[1] = True  # an empty video: all padding, must stay finite
+    with torch.no_grad():
+        out = block(x, mask)
+        assert torch.allclose(out[0, :3], block(x[:1, :3])[0], atol=1e-5)
+        assert torch.isfinite(out).all()
+    model = build_model("audio_visual_attention", num_classes=5, tokens="frames", **SMALL).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(2, 6, 1024), torch.randn(2, 6, 128), mask)).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_config_rebuilds_the_same_model(name):
-    model = build_model(name, num_classes=12, **SMALL)
-    again = build_model(**model.config())
+    model = build_model(name, num_classes=12, tokens="mean_std", **SMALL)
+    config = model.config()
+    assert set(config) == {"name", "num_classes", "rgb_dim", "audio_dim", "width", "attention_width", "dropout",
+                           "heads", "tokens"}
+    assert json.loads(json.dumps(config)) == config  # plain, checkpoint-friendly values
+    again = build_model(**config)
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in again.state_dict().items()}
     assert count_parameters(model) == count_parameters(again)
 
@@ -70,6 +153,8 @@ def test_bad_settings():
         build_model("attend_fusion", tokens="clips", **SMALL)
     with pytest.raises(ValueError, match="divisible"):
         build_model("attend_fusion", width=32, attention_width=30, heads=4)
+    with pytest.raises(TypeError):
+        build_model("attend_fusion", depth=3)
 
 
 def test_a_few_steps_reduce_the_loss():
