@@ -29,6 +29,8 @@ def train_command(
     heads: int = typer.Option(8, "--heads"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
+    prior_init: bool = typer.Option(True, "--prior-init/--no-prior-init",
+                                    help="Start the classifier bias at the training label priors (log-odds)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that already holds a run."),
 ) -> None:
@@ -43,7 +45,7 @@ def train_command(
         settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs, batch_size=batch_size,
                                  lr=lr, weight_decay=weight_decay, schedule=schedule, seed=seed, num_classes=classes,
                                  width=width, attention_width=attention_width, dropout=dropout, heads=heads,
-                                 device=device, precision=precision)
+                                 device=device, precision=precision, prior_init=prior_init)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InputError(None, f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None

@@ -51,6 +51,10 @@ class TrainSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_batch_size: int = Field(1024, ge=1)
+    # Start the classifier at the training label priors: with thousands of rare classes, BCE
+    # otherwise spends its first hundreds of steps learning base rates (measured on the real
+    # shards: MLP GAP 0.46 vs 0.03 after 32 steps; Attend-Fusion 0.35 vs 0.05 after 94).
+    prior_init: bool = True
 
 
 @dataclass
@@ -135,6 +139,8 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     model = build_model(settings.model, num_classes=train_data.num_classes, dropout=settings.dropout,
                         heads=settings.heads, tokens=settings.tokens, **model_kwargs)
     model_config = model.config()
+    if settings.prior_init and state is None:
+        _init_classifier_to_priors(model, train_data)
     if state is not None:
         check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256)
         model.load_state_dict(state["state_dict"])
@@ -250,6 +256,15 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     if writer is not None:
         writer.close()
     return {"history": history, "run": run_info, "settings": settings.model_dump()}
+
+
+def _init_classifier_to_priors(model, data: TrainingData) -> None:
+    import torch
+
+    counts = np.bincount(data.label_indices, minlength=data.num_classes)[: data.num_classes]
+    prior = np.clip(counts / max(len(data), 1), 1e-5, 1 - 1e-5)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))).float())
 
 
 def _global_mean(total: float, count: int, dist: _Distributed, device) -> float:
