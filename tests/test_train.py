@@ -59,7 +59,7 @@ def test_training_learns_and_eval_reproduces_validation(data, tmp_path):
 def test_resume_continues_exactly(data, tmp_path):
     train(_settings(data, tmp_path / "full", epochs=2))
     train(_settings(data, tmp_path / "split", epochs=1))
-    train(_settings(data, tmp_path / "split", epochs=2), resume=True)
+    train(_settings(data, tmp_path / "split", epochs=1), resume=True, resume_epochs=2)
     full = load_checkpoint(tmp_path / "full" / "last.pt")
     split = load_checkpoint(tmp_path / "split" / "last.pt")
     assert [r["epoch"] for r in split["history"]] == [1, 2]
@@ -121,3 +121,4 @@ def test_ddp_two_processes_match_single_process(data, tmp_path):
     gap = sum(((a["state_dict"][k] - b["state_dict"][k]) ** 2).sum() for k in init)
     moved = sum(((b["state_dict"][k] - init[k]) ** 2).sum() for k in init)
     assert (gap / moved).sqrt() < 0.1
+

@@ -48,7 +48,7 @@ def train_models(args) -> list[dict]:
                                      width=width)
             resume = (run / "last.pt").is_file()
             print(f"== {name}: training ({'resuming' if resume else 'new run'})", flush=True)
-            train(settings, resume=resume, console=_console())
+            train(settings, resume=resume, console=_console(), resume_epochs=args.epochs)
             print(f"== {name}: {time.perf_counter() - started:.0f} s", flush=True)
         rows.append(_row(name, run))
     return rows

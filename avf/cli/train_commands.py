@@ -16,7 +16,7 @@ def train_command(
     train: str = typer.Option(..., "--train", help="Training data: feature store, TFRecord directory or quoted glob."),
     val: str = typer.Option(None, "--val", help="Validation data (same forms); scored every epoch."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints and metrics logs."),
-    epochs: int = typer.Option(20, "--epochs", min=1),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Total epochs (default 20; on --resume: the run's own)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Per process (torchrun multiplies it)."),
     lr: float = typer.Option(1e-4, "--lr"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
@@ -42,14 +42,14 @@ def train_command(
     from avf.train.loop import train as run_training
 
     try:
-        settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs, batch_size=batch_size,
+        settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
                                  lr=lr, weight_decay=weight_decay, schedule=schedule, seed=seed, num_classes=classes,
                                  width=width, attention_width=attention_width, dropout=dropout, heads=heads,
                                  device=device, precision=precision, prior_init=prior_init)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InputError(None, f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
-    result = run_training(settings, resume=resume, force=force, console=stdout)
+    result = run_training(settings, resume=resume, force=force, console=stdout, resume_epochs=epochs)
     if result["history"]:
         stdout.print(f"checkpoints in {out}/ (best.pt, last.pt), metrics in {out}/metrics.csv", soft_wrap=True)
 

@@ -106,8 +106,13 @@ def _epoch_indices(size: int, seed: int, epoch: int, dist: _Distributed) -> np.n
     return order[dist.rank :: dist.world]
 
 
-def train(settings: TrainSettings, resume: bool = False, force: bool = False, console=None) -> dict:
-    """Train per ``settings``; returns the final metrics history. Resumable from ``out/last.pt``."""
+def train(settings: TrainSettings, resume: bool = False, force: bool = False, console=None,
+          resume_epochs: int | None = None) -> dict:
+    """Train per ``settings``; returns the final metrics history. Resumable from ``out/last.pt``.
+
+    On resume the run's saved settings apply; ``resume_epochs`` (when given) changes the total
+    number of epochs, to extend or shorten the plan.
+    """
     import torch
 
     from avf.models import build_model, count_parameters
@@ -122,7 +127,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     if resume:
         state = load_checkpoint(out / LAST)
         saved = TrainSettings(**state["settings"])
-        settings = saved.model_copy(update={"epochs": max(settings.epochs, saved.epochs)})
+        settings = saved.model_copy(update={"epochs": resume_epochs or saved.epochs})
     elif (out / LAST).exists() and not force:
         raise InputError(out, "already holds a run (pass --resume to continue it, or --force to start over)")
 
@@ -170,6 +175,8 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
 
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # left by a process killed mid-write; never a real checkpoint
+            stale.unlink(missing_ok=True)
     writer = _tensorboard(out) if dist.main else None
     loss_fn = torch.nn.BCEWithLogitsLoss()
     run_info = {
