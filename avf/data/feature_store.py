@@ -285,13 +285,18 @@ class FeatureStore:
         return rgb, audio, self.labels_dense(indices)
 
     def labels_dense(self, indices) -> np.ndarray:
-        indices = np.asarray(indices, np.int64)
-        starts = self.label_indptr[indices]
-        counts = self.label_indptr[indices + 1] - starts
-        rows = np.repeat(np.arange(len(indices)), counts)
-        # position of each label in label_indices: its video's start plus its rank within the video
-        ranks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        columns = self.label_indices[np.repeat(starts, counts) + ranks]
-        dense = np.zeros((len(indices), self.num_classes), np.float32)
-        dense[rows, columns] = 1.0
-        return dense
+        return csr_labels_dense(self.label_indptr, self.label_indices, indices, self.num_classes)
+
+
+def csr_labels_dense(indptr: np.ndarray, label_indices: np.ndarray, videos, num_classes: int) -> np.ndarray:
+    """0/1 float32 matrix (len(videos), num_classes) gathered from CSR labels, with no Python loop."""
+    videos = np.asarray(videos, np.int64)
+    starts = indptr[videos]
+    counts = indptr[videos + 1] - starts
+    rows = np.repeat(np.arange(len(videos)), counts)
+    # position of each label in label_indices: its video's start plus its rank within the video
+    ranks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    columns = label_indices[np.repeat(starts, counts) + ranks]
+    dense = np.zeros((len(videos), num_classes), np.float32)
+    dense[rows, columns] = 1.0
+    return dense

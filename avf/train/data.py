@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.data.feature_store import MANIFEST, FeatureStore
+from avf.data.feature_store import MANIFEST, FeatureStore, csr_labels_dense
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import file_sha256, find_vocabulary
 from avf.data.youtube8m import iter_batches
@@ -38,12 +38,7 @@ class TrainingData:
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 rgb, audio and 0/1 labels (B, classes) for the given video indices."""
         indices = np.asarray(indices, np.int64)
-        starts = self.label_indptr[indices]
-        counts = self.label_indptr[indices + 1] - starts
-        ranks = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        columns = self.label_indices[np.repeat(starts, counts) + ranks]
-        labels = np.zeros((len(indices), self.num_classes), np.float32)
-        labels[np.repeat(np.arange(len(indices)), counts), columns] = 1.0
+        labels = csr_labels_dense(self.label_indptr, self.label_indices, indices, self.num_classes)
         return self.rgb[indices].astype(np.float32), self.audio[indices].astype(np.float32), labels
 
 
