@@ -122,3 +122,39 @@ def test_ddp_two_processes_match_single_process(data, tmp_path):
     moved = sum(((b["state_dict"][k] - init[k]) ** 2).sum() for k in init)
     assert (gap / moved).sqrt() < 0.1
 
+
+
+def test_kill_minus_nine_then_resume_loses_at_most_one_epoch(data, tmp_path):
+    """SIGKILL a real training process mid-run; --resume continues from the last finished epoch."""
+    import signal
+    import time
+
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "avf", "train", "--model", "attend_fusion", "--train", data / "train*.tfrecord",
+            "--val", data / "validate*.tfrecord", "--out", run, "--epochs", 200, "--batch-size", 16,
+            "--width", 64, "--attention-width", 64, "--heads", 4, "--lr", 3e-3]
+    process = subprocess.Popen(list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").is_file():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the next epoch (or the middle of a checkpoint write)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    done = len(load_checkpoint(run / "last.pt")["history"])
+    assert 1 <= done < 200
+    result = avf("train", "--model", "attend_fusion", "--train", data / "train*.tfrecord",
+                 "--val", data / "validate*.tfrecord", "--out", run, "--epochs", done + 1, "--resume")
+    assert result.returncode == 0, result.stderr
+    last = load_checkpoint(run / "last.pt")
+    assert [row["epoch"] for row in last["history"]] == list(range(1, done + 2))
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("*.tmp"))
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == done + 2  # header + every epoch exactly once
+    assert load_checkpoint(run / "best.pt")["model"]["name"] == "attend_fusion"
