@@ -27,6 +27,9 @@ def atomic_directory(final: str | Path, force: bool = False) -> Iterator[Path]:
     check_can_create(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished directory gets normal permissions
     try:
         yield tmp
         if final.exists():

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from avf import __version__
+from avf.cli.compress_commands import compress_command
 from avf.cli.data_commands import data_app
 from avf.cli.progress import stderr
 from avf.cli.model_commands import models_command
@@ -23,6 +24,7 @@ app.add_typer(data_app, name="data")
 app.command("models")(models_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("compress")(compress_command)
 
 
 def _version(value: bool) -> None:
@@ -57,3 +59,8 @@ def main() -> None:
 def train_main() -> None:
     """``avf-train``: the same as ``avf train``."""
     run(["train", *sys.argv[1:]])
+
+
+def compress_main() -> None:
+    """``avf-compress``: the same as ``avf compress``."""
+    run(["compress", *sys.argv[1:]])

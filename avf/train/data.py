@@ -35,6 +35,21 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.label_indptr) - 1
 
+    def subset(self, indices: np.ndarray) -> "TrainingData":
+        """The given videos only (e.g. the first N for a quick evaluation), same sources recorded."""
+        indices = np.asarray(indices, np.int64)
+        starts, ends = self.label_indptr[indices], self.label_indptr[indices + 1]
+        indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+        labels = np.concatenate([self.label_indices[s:e] for s, e in zip(starts, ends)]) if len(indices) else \
+            np.zeros(0, np.int64)
+        return TrainingData(self.rgb[indices], self.audio[indices], indptr, labels.astype(np.int64), self.num_classes,
+                            self.sources, self.vocabulary_sha256, f"{self.description}, first {len(indices)} videos")
+
+    def sources_summary(self) -> dict:
+        """What a report needs to name the data: description, video count, files and their sha256."""
+        return {"description": self.description, "videos": len(self), "files": len(self.sources),
+                "sha256": {Path(s["path"]).name: s.get("sha256") for s in self.sources}}
+
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 rgb, audio and 0/1 labels (B, classes) for the given video indices."""
         indices = np.asarray(indices, np.int64)
@@ -57,6 +72,8 @@ def load_training_data(spec: str | Path, num_classes: int | None = None) -> Trai
                             f"feature store {path} ({len(store)} videos)")
     shards = expand_sources(spec)
     vocab = find_vocabulary(shards)
+    if vocab and num_classes is not None and vocab.num_classes != num_classes:
+        raise InputError(spec, f"data has {vocab.num_classes} classes (its vocabulary.csv), expected {num_classes}")
     classes = num_classes or (vocab.num_classes if vocab else None)
     if classes is None:
         raise InputError(spec, "class count unknown: pass --classes or put vocabulary.csv beside the shards")

@@ -1,0 +1,81 @@
+"""``avf compress`` (also ``avf-compress``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from avf.cli.progress import count_progress, stderr
+
+stdout = Console()
+
+
+def compress_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train` (best.pt, or a copy)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Artifact directory (default: CHECKPOINT-STEM.PRECISION beside it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing artifact directory."),
+    fold: bool = typer.Option(True, "--fold/--no-fold", help="Lossless folding (dropout, single-token attention, linear maps)."),
+    prune: float = typer.Option(None, "--prune", help="Fraction of hidden channels to remove, e.g. 0.5."),
+    finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0, help="Distillation epochs after pruning."),
+    train: str = typer.Option(None, "--train", help="Fine-tune data (default: the checkpoint's training data)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights and arithmetic."),
+    int8: bool = typer.Option(False, "--int8", help="Static INT8 (QDQ: per-channel symmetric weights, symmetric activations)."),
+    int8_dynamic: bool = typer.Option(False, "--int8-dynamic", help="Weights-only INT8 for CPUs."),
+    calib: str = typer.Option(None, "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
+    calib_method: str = typer.Option("percentile", "--calib-method", help="entropy, percentile (99.999) or minmax."),
+    calib_size: int = typer.Option(1024, "--calib-size", min=1, help="Calibration videos (a seeded random sample)."),
+    eval_data: str = typer.Option(None, "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
+    eval_size: int = typer.Option(None, "--eval-size", min=1, help="Evaluate on the first N videos only."),
+    min_retention: float = typer.Option(0.99, "--min-retention", help="Reject below this fraction of the reference GAP."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (default) or tensorrt."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fold, prune, quantize and export a trained model; verify its accuracy; exit 3 if rejected."""
+    from pydantic import ValidationError
+
+    from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
+    from avf.errors import InputError
+
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int8-dynamic", int8_dynamic)) if flag]
+    if len(chosen) > 1:
+        raise InputError(checkpoint, f"choose one precision, not {' and '.join('--' + c for c in chosen)}")
+    try:
+        options = CompressOptions(
+            checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune, finetune_epochs=finetune_epochs,
+            train=train, precision=chosen[0] if chosen else "fp32", calib=calib, calib_method=calib_method,
+            calib_size=calib_size, eval=eval_data, eval_size=eval_size, min_retention=min_retention, backend=backend,
+            seed=seed)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InputError(checkpoint, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    try:
+        report = compress(options, say=say, progress=count_progress)
+    except CompressionRejected as rejected:
+        stderr.print(f"[bold red]rejected:[/] {rejected.reason}; the artifact is kept in {rejected.artifact} "
+                     "and marked rejected in its report.json", soft_wrap=True, highlight=False)
+        raise typer.Exit(3) from None
+    print_summary(report, options.artifact_dir())
+
+
+def print_summary(report: dict, artifact: Path) -> None:
+    table = Table(title=f"{report['model']['name']} -> {artifact}", show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("parameters", f"{report['parameters']:,}")
+    table.add_row("model.onnx", f"{report['files']['model.onnx']['bytes'] / 1e6:.1f} MB")
+    retention = report["retention"]
+    if retention:
+        ref, new = retention["reference"], retention["compressed"]
+        for key in ("gap", "map", "f1", "hit_at_one"):
+            table.add_row(key.upper() if key != "hit_at_one" else "Hit@1",
+                          f"{ref[key]:.4f} -> {new[key]:.4f} ({retention['ratios'][key]:.2%})")
+        agreement = next(k for k in retention if k.endswith("_agreement"))
+        table.add_row(agreement.replace("_", " "), f"{retention[agreement]:.2%}")
+        table.add_row("max probability difference", f"{retention['max_probability_difference']:.2e}")
+    table.add_row("tensorrt", report["tensorrt"].get("file") or report["tensorrt"]["reason"])
+    table.add_row("verdict", ("accepted: " if report["accepted"] else "rejected: ") + report["reason"])
+    stdout.print(table)

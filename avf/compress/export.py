@@ -1,0 +1,78 @@
+"""ONNX export with the deployment contract: inputs ``rgb`` and ``audio``, output ``probabilities``.
+
+The exported graph includes the sigmoid, so every runtime (ONNX Runtime, TensorRT, Triton)
+returns probabilities directly; the batch axis is dynamic and named ``batch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+INPUT_NAMES, OUTPUT_NAMES = ["rgb", "audio"], ["probabilities"]
+OPSET = 17
+
+
+class WithProbabilities(nn.Module):
+    """``forward(rgb, audio) -> sigmoid(logits)``: the function a deployed model computes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(rgb, audio))
+
+
+def require_onnx():
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("ONNX export and runtime need the 'onnx' extra: pip install 'avf[onnx]'") from exc
+    return onnx
+
+
+def export_onnx(model: nn.Module, path: str | Path, rgb_dim: int, audio_dim: int, metadata: dict[str, str | int]) -> Path:
+    """Write ``model`` (returning logits) as an FP32 ONNX file with probabilities out, atomically."""
+    onnx = require_onnx()
+    path = Path(path)
+    wrapped = WithProbabilities(model).eval()
+    example = (torch.zeros(2, rgb_dim), torch.zeros(2, audio_dim))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, example, tmp, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                              dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
+                              opset_version=OPSET, dynamo=False)
+        proto = onnx.load(tmp)
+        set_metadata(proto, metadata)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def set_metadata(proto, metadata: dict) -> None:
+    """Replace the model's metadata_props with ``metadata`` (values stored as strings / JSON)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    onnx = require_onnx()
+    proto = onnx.load(str(path), load_external_data=False)
+    return {entry.key: entry.value for entry in proto.metadata_props}
