@@ -53,7 +53,7 @@ class CompressOptions(BaseModel):
     calib_size: int = Field(1024, ge=1)
     eval: str | None = None
     eval_size: int | None = Field(None, ge=1)
-    min_retention: float = Field(0.99, gt=0.0, le=1.0)
+    min_retention: float = Field(0.99, ge=0.0, le=1.0)
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     seed: int = 0
 
