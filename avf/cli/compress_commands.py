@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from avf.cli.progress import count_progress, stderr
@@ -76,6 +77,6 @@ def print_summary(report: dict, artifact: Path) -> None:
         agreement = next(k for k in retention if k.endswith("_agreement"))
         table.add_row(agreement.replace("_", " "), f"{retention[agreement]:.2%}")
         table.add_row("max probability difference", f"{retention['max_probability_difference']:.2e}")
-    table.add_row("tensorrt", report["tensorrt"].get("file") or report["tensorrt"]["reason"])
-    table.add_row("verdict", ("accepted: " if report["accepted"] else "rejected: ") + report["reason"])
+    table.add_row("tensorrt", escape(report["tensorrt"].get("file") or report["tensorrt"]["reason"]))
+    table.add_row("verdict", escape(("accepted: " if report["accepted"] else "rejected: ") + report["reason"]))
     stdout.print(table)
