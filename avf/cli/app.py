@@ -9,6 +9,7 @@ import typer
 from avf import __version__
 from avf.cli.compress_commands import compress_command
 from avf.cli.data_commands import data_app
+from avf.cli.deploy_commands import bench_command, profiles_command
 from avf.cli.progress import stderr
 from avf.cli.model_commands import models_command
 from avf.cli.train_commands import eval_command, train_command
@@ -25,6 +26,8 @@ app.command("models")(models_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("compress")(compress_command)
+app.command("profiles")(profiles_command)
+app.command("bench")(bench_command)
 
 
 def _version(value: bool) -> None:
@@ -64,3 +67,8 @@ def train_main() -> None:
 def compress_main() -> None:
     """``avf-compress``: the same as ``avf compress``."""
     run(["compress", *sys.argv[1:]])
+
+
+def bench_main() -> None:
+    """``avf-bench``: the same as ``avf bench``."""
+    run(["bench", *sys.argv[1:]])

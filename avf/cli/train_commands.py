@@ -31,6 +31,8 @@ def train_command(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
     prior_init: bool = typer.Option(True, "--prior-init/--no-prior-init",
                                     help="Start the classifier bias at the training label priors (log-odds)."),
+    identity_attention: bool = typer.Option(False, "--identity-attention",
+                                            help="Start attention value/output projections at the identity."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that already holds a run."),
 ) -> None:
@@ -45,7 +47,8 @@ def train_command(
         settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
                                  lr=lr, weight_decay=weight_decay, schedule=schedule, seed=seed, num_classes=classes,
                                  width=width, attention_width=attention_width, dropout=dropout, heads=heads,
-                                 device=device, precision=precision, prior_init=prior_init)
+                                 device=device, precision=precision, prior_init=prior_init,
+                                 identity_attention=identity_attention)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InputError(None, f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None

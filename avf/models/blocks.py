@@ -134,3 +134,25 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
         return tokens.mean(dim=1)
     keep = (~mask).unsqueeze(-1).to(tokens.dtype)
     return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+
+@torch.no_grad()
+def identity_attention_init_(model: nn.Module) -> int:
+    """Start every attention as a pass-through: W_v = W_o = I, zero biases. Returns how many.
+
+    The paper's attention over one token is two linear maps in a row with no non-linearity; at
+    PyTorch's default init they scramble the branch features and a deep stack starts slowly
+    (measured on real YouTube-8M: GAP 0.33 vs 0.26 after 60 steps). Starting at the identity
+    keeps the function class and lets training move away from a working network instead.
+    Query/key projections keep their default init (they matter only with several tokens).
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            d = module.embed_dim
+            module.in_proj_weight[2 * d:].copy_(torch.eye(d))
+            module.in_proj_bias[2 * d:].zero_()
+            module.out_proj.weight.copy_(torch.eye(d))
+            module.out_proj.bias.zero_()
+            count += 1
+    return count

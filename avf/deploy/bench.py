@@ -1,0 +1,233 @@
+"""``avf-bench``: measure a checkpoint or an artifact the same way, with the conditions beside.
+
+Scenarios follow MLPerf inference: ``single-stream`` (one request at a time, latency
+percentiles after warm-up) and ``offline`` (throughput at each batch size). Memory is the
+process's resident set (and device memory from NVML on NVIDIA GPUs); energy comes from a real
+counter (see :mod:`avf.deploy.power`) or is reported as not available with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from avf.deploy.latency import measure_latency
+from avf.deploy.power import energy_meter
+from avf.errors import InputError
+
+BACKENDS = ("auto", "onnxruntime", "pytorch", "torch-compile")
+SCENARIOS = ("single-stream", "offline")
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (Linux /proc; falls back to the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def load_target(target: Path, backend: str, threads: int, device: str) -> tuple[Callable, dict]:
+    """A ``run(rgb, audio) -> probabilities`` callable and facts about what runs."""
+    if target.is_dir():
+        if backend not in ("auto", "onnxruntime"):
+            raise InputError(target, f"an artifact runs on onnxruntime, not {backend}")
+        from avf.compress.runtime import OnnxModel
+
+        if not (target / "model.onnx").is_file():
+            raise InputError(target, "not an avf-compress artifact (no model.onnx)")
+        report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
+        model = OnnxModel(target / "model.onnx", threads=threads, device="cuda" if device == "cuda" else "cpu")
+        facts = {"kind": "artifact", "backend": "onnxruntime", "providers": model.session.get_providers(),
+                 "precision": model.metadata.get("precision", "unknown"), "model": model.metadata.get("model"),
+                 "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim, "num_classes": model.num_classes,
+                 "accepted": report.get("accepted")}
+        return model, facts
+    import torch
+
+    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    payload = load_checkpoint(target)
+    model = model_from_checkpoint(payload, target).eval().to(device)
+    torch.set_num_threads(threads)
+    chosen = "pytorch" if backend in ("auto", "pytorch") else backend
+    if chosen == "onnxruntime":
+        raise InputError(target, "a checkpoint runs on pytorch or torch-compile; compress it for onnxruntime")
+    forward = torch.compile(model) if chosen == "torch-compile" else model
+
+    def run(rgb, audio):
+        with torch.inference_mode():
+            out = torch.sigmoid(forward(torch.from_numpy(rgb).to(device), torch.from_numpy(audio).to(device)))
+            return out.cpu().numpy()
+
+    config = payload["model"]
+    facts = {"kind": "checkpoint", "backend": chosen, "precision": "fp32", "model": config["name"],
+             "rgb_dim": config["rgb_dim"], "audio_dim": config["audio_dim"], "num_classes": payload["num_classes"],
+             "device": device}
+    return run, facts
+
+
+def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | None = None,
+              scenarios: list[str] | None = None, duration: float = 3.0, threads: int | None = None,
+              device: str = "cpu", say: Callable[[str], None] = lambda line: None) -> dict:
+    target = Path(target)
+    batches = batches or [1, 8, 64]
+    scenarios = scenarios or list(SCENARIOS)
+    for scenario in scenarios:
+        if scenario not in SCENARIOS:
+            raise InputError(target, f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    if backend not in BACKENDS:
+        raise InputError(target, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if not target.exists():
+        raise InputError(target, "no such checkpoint or artifact")
+    threads = threads or os.cpu_count() or 1
+    rss_before = rss_mib()
+    run, facts = load_target(target, backend, threads, device)
+    rss_loaded = rss_mib()
+    generator = np.random.default_rng(0)
+
+    def inputs(batch):
+        return (generator.standard_normal((batch, facts["rgb_dim"]), dtype=np.float32),
+                generator.standard_normal((batch, facts["audio_dim"]), dtype=np.float32))
+
+    result: dict = {"format": "avf-bench", "version": 1, "target": str(target.resolve()), "target_facts": facts,
+                    "scenarios": {}, "conditions": conditions(threads, device)}
+    meter = energy_meter(device)
+    if "single-stream" in scenarios:
+        rgb, audio = inputs(1)
+        say(f"single-stream: batch 1 for {duration:g} s")
+        meter.start() if meter.available else None
+        latency = measure_latency(lambda: run(rgb, audio), warmup=20, min_iterations=50, min_seconds=duration)
+        joules = meter.stop() if meter.available else None
+        result["scenarios"]["single-stream"] = {**latency, "energy": _energy(meter, joules, latency["iterations"] + 0)}
+    if "offline" in scenarios:
+        rows = []
+        for batch in batches:
+            rgb, audio = inputs(batch)
+            say(f"offline: batch {batch} for {duration:g} s")
+            meter.start() if meter.available else None
+            latency = measure_latency(lambda: run(rgb, audio), warmup=5, min_iterations=10, min_seconds=duration)
+            joules = meter.stop() if meter.available else None
+            seconds = latency["mean_ms"] * latency["iterations"] / 1e3
+            rows.append({"batch": batch, "samples_per_s": batch * latency["iterations"] / seconds,
+                         "batch_latency": latency, "energy": _energy(meter, joules, latency["iterations"] * batch)})
+        result["scenarios"]["offline"] = rows
+    result["memory"] = {"rss_before_load_mib": rss_before, "rss_after_load_mib": rss_loaded, "rss_end_mib": rss_mib(),
+                        "peak_rss_mib": peak_rss_mib(), "model_rss_mib": rss_loaded - rss_before,
+                        "method": "Linux /proc/self/status VmRSS around loading; peak from getrusage ru_maxrss "
+                                  "(whole process, includes the Python runtime)",
+                        "device": _device_memory(device)}
+    return result
+
+
+def _energy(meter, joules: float | None, inferences: int) -> dict:
+    if not meter.available or joules is None:
+        return {"measured": False, "reason": meter.reason or "not available: no samples"}
+    return {"measured": True, "joules": joules, "millijoules_per_inference": joules / max(inferences, 1) * 1e3,
+            "source": meter.source}
+
+
+def _device_memory(device: str) -> dict:
+    if device != "cuda":
+        return {"measured": False, "reason": "not available: CPU run"}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
+        import torch
+
+        return {"measured": True, "nvml_used_mib": info.used / 2**20, "nvml_total_mib": info.total / 2**20,
+                "torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20, "source": "NVML + torch.cuda"}
+    except Exception as exc:  # NVML missing or failing: say so, never guess
+        return {"measured": False, "reason": f"not available: {exc}"}
+
+
+def conditions(threads: int, device: str) -> dict:
+    facts = {"machine": platform.machine(), "cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
+             "python": platform.python_version(), "os": platform.platform(), "device": device,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for module in ("torch", "onnxruntime", "onnx", "tensorrt"):
+        try:
+            facts[module] = __import__(module).__version__
+        except ImportError:
+            facts[module] = None
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    facts["cpu_governor"] = governor.read_text().strip() if governor.exists() else "not readable"
+    if device == "cuda":
+        try:
+            import torch
+
+            facts["gpu"] = torch.cuda.get_device_name(0)
+            facts["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+            facts["cuda"] = torch.version.cuda
+            import pynvml
+
+            pynvml.nvmlInit()
+            facts["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            facts["sm_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+            facts["power_limit_w"] = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3
+        except Exception as exc:  # record what could not be read
+            facts["gpu_facts_error"] = str(exc)
+    return facts
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_bench(result: dict, out: Path) -> None:
+    """bench.json (atomic) and a PNG of latency and throughput against batch size beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    offline = result["scenarios"].get("offline")
+    if not offline:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    batches = [row["batch"] for row in offline]
+    fig, left = plt.subplots(figsize=(6, 4))
+    left.plot(batches, [row["batch_latency"]["p50_ms"] for row in offline], "o-", label="p50 latency per batch")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("batch size")
+    left.set_ylabel("latency per batch (ms)")
+    right = left.twinx()
+    right.plot(batches, [row["samples_per_s"] for row in offline], "s--", color="tab:orange", label="throughput")
+    right.set_ylabel("samples/s")
+    facts = result["target_facts"]
+    left.set_title(f"{facts.get('model')} {facts['backend']} {facts['precision']} ({result['conditions']['cpu'][:40]})",
+                   fontsize=9)
+    fig.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    png = out.with_suffix(".png")
+    tmp_png = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp_png, dpi=110)
+    os.replace(tmp_png, png)

@@ -1,0 +1,102 @@
+"""Device profiles: what a target can do (memory, bandwidth, peak throughput per precision,
+power modes) and what a deployment must meet there (latency and memory budgets).
+
+Shipped profiles live in ``avf/profiles/*.yaml`` with their vendor sources in comments; a
+user's own YAML file works anywhere a profile name does. Validation names the bad field.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avf.errors import InputError
+
+Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"]
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(gt=0, description="single-stream p99 latency budget per request")
+    memory_mib: float = Field(gt=0, description="memory the deployed model may use")
+
+
+class DeviceProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    display_name: str
+    kind: Literal["jetson", "dgpu", "cpu"]
+    memory_gib: float = Field(gt=0)
+    memory_bandwidth_gbs: float = Field(gt=0)
+    peak_tflops: dict[Precision, float] = Field(description="dense peak per precision (TOPS for int8)")
+    precisions: list[Precision] = Field(min_length=1)
+    dla_cores: int = Field(0, ge=0)
+    compute_capability: str | None = Field(None, pattern=r"^\d+\.\d+$")
+    power_modes_w: dict[str, float] = Field(default_factory=dict, description="nvpmodel modes on Jetson")
+    default_power_mode: str | None = None
+    tdp_w: float | None = Field(None, gt=0)
+    budgets: Budgets
+    preferred_backend: Literal["tensorrt", "onnxruntime", "pytorch"]
+    jetpack: str | None = None
+    tensorrt: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceProfile:
+        unknown = set(self.peak_tflops) - set(self.precisions)
+        if unknown:
+            raise ValueError(f"peak_tflops lists precisions not in precisions: {', '.join(sorted(unknown))}")
+        missing = [p for p in self.precisions if p not in self.peak_tflops]
+        if missing:
+            raise ValueError(f"peak_tflops has no figure for {', '.join(missing)}")
+        if any(value <= 0 for value in self.peak_tflops.values()):
+            raise ValueError("peak_tflops values must be positive")
+        if self.kind == "jetson":
+            if not self.power_modes_w:
+                raise ValueError("a jetson profile needs power_modes_w (nvpmodel modes and their watts)")
+            if self.default_power_mode not in self.power_modes_w:
+                raise ValueError(f"default_power_mode {self.default_power_mode!r} is not one of power_modes_w")
+        elif self.tdp_w is None:
+            raise ValueError(f"a {self.kind} profile needs tdp_w")
+        if self.kind != "cpu" and self.compute_capability is None:
+            raise ValueError("a GPU profile needs compute_capability")
+        return self
+
+    @property
+    def power_w(self) -> float:
+        """Board power for energy estimates: the default nvpmodel mode on Jetson, else TDP."""
+        return self.power_modes_w[self.default_power_mode] if self.kind == "jetson" else float(self.tdp_w)
+
+
+def shipped_profile_paths() -> dict[str, Path]:
+    folder = resources.files("avf.profiles")
+    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".yaml")}
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A shipped profile by name, or a YAML file; any problem is one InputError naming the field."""
+    shipped = shipped_profile_paths()
+    path = shipped.get(str(name_or_path)) or Path(name_or_path)
+    if not path.is_file():
+        raise InputError(name_or_path, f"no such profile (shipped: {', '.join(sorted(shipped))}) and no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "a profile must be a YAML mapping of fields")
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "profile"
+        raise InputError(path, f"field '{field}': {error['msg']}") from None
+
+
+def all_profiles() -> list[DeviceProfile]:
+    return [load_profile(name) for name in sorted(shipped_profile_paths())]
