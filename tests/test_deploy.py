@@ -90,3 +90,96 @@ def test_bench_checkpoint_and_artifact_the_same_way(small_checkpoint, tmp_path):
     assert bad.returncode == 2 and "no such checkpoint or artifact" in bad.stderr
     wrong = avf("bench", artifact, "--backend", "pytorch", "-o", tmp_path / "y.json")
     assert wrong.returncode == 2 and "onnxruntime" in wrong.stderr and not (tmp_path / "y.json").exists()
+
+
+@pytest.fixture(scope="module")
+def artifact(small_checkpoint, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path_factory.mktemp("artifact") / "small.int8"
+    result = avf("compress", small_checkpoint, "--int8", "--calib-size", 64, "-o", out, "--min-retention", 0.9)
+    assert result.returncode == 0, result.stderr
+    bench = out.parent / "bench.json"
+    assert avf("bench", out, "--batch", "1,8", "--duration", 0.2, "-o", bench).returncode == 0
+    return out, bench
+
+
+def test_predict_writes_the_challenge_format(small_checkpoint, artifact, tmp_path):
+    data = small_checkpoint.parents[1] / "data"
+    for target in (small_checkpoint, artifact[0]):
+        out = tmp_path / "predictions.csv"
+        result = avf("predict", target, "--data", data / "validate*.tfrecord", "--top-k", 5,
+                     "--vocab", data / "vocabulary.csv", "-o", out)
+        assert result.returncode == 0, result.stderr
+        rows = out.read_text().strip().splitlines()
+        assert rows[0] == "VideoId,LabelConfidencePairs,LabelNames" and len(rows) > 10
+        video, pairs, names = rows[1].split(",")
+        values = pairs.split()
+        assert len(values) == 10 and len(names.split("|")) == 5
+        confidences = [float(v) for v in values[1::2]]
+        assert confidences == sorted(confidences, reverse=True) and all(0 <= c <= 1 for c in confidences)
+    bad = avf("predict", artifact[0], "--data", tmp_path / "none*.tfrecord", "-o", tmp_path / "x.csv")
+    assert bad.returncode == 2 and not (tmp_path / "x.csv").exists()
+
+
+def test_plan_manifest_verify_triton(artifact, tmp_path):
+    import shutil
+
+    folder, bench = tmp_path / "artifact", artifact[1]
+    shutil.copytree(artifact[0], folder)  # this test tampers with its copy
+    plan = avf("deploy", "plan", folder, "--profile", "jetson-orin-nano-8gb", "--bench", bench, "--json")
+    assert plan.returncode == 0, plan.stderr
+    prediction = json.loads(plan.stdout)["prediction"]
+    assert prediction["predicted"] and prediction["fits"] and prediction["batches"][0]["bound"] == "memory"
+    manifest_path = tmp_path / "manifest.json"
+    result = avf("deploy", "manifest", folder, "--profile", "x86-cpu", "--bench", bench, "-o", manifest_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["latency_p50"]["status"] == "measured" and manifest["inputs"][0]["name"] == "rgb"
+    assert {f["name"] for f in manifest["files"]} == {"model.onnx", "report.json"}
+    assert manifest["accuracy"]["gap_retention"] >= 0.9 and isinstance(manifest["decision"]["deployable"], bool)
+    predicted = tmp_path / "predicted.json"
+    assert avf("deploy", "manifest", folder, "--profile", "t4", "-o", predicted).returncode == 0
+    assert json.loads(predicted.read_text())["latency_p99"]["status"] == "predicted"
+    assert avf("deploy", "verify", manifest_path).returncode == 0
+    with open(folder / "model.onnx", "ab") as fh:  # tamper with the deployed model
+        fh.write(b"\0")
+    result = avf("deploy", "verify", manifest_path)
+    assert result.returncode == 1 and "model.onnx" in result.stderr and "mismatch" in result.stderr
+    repo = tmp_path / "triton"
+    assert avf("deploy", "triton", folder, "-o", repo).returncode == 0
+    config = (repo / "attend_fusion" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 64" in config and "dynamic_batching" in config
+    assert (repo / "attend_fusion" / "1" / "model.onnx").is_file()
+
+
+def test_rejected_artifacts_are_refused(artifact, tmp_path):
+    """The gate's verdict is in report.json (avf-compress's exit 3 path is tested in test_compress)."""
+    import shutil
+
+    rejected = tmp_path / "rejected"
+    shutil.copytree(artifact[0], rejected)
+    report = json.loads((rejected / "report.json").read_text())
+    report.update(accepted=False, reason="GAP retention 0.9000 < 0.99")
+    (rejected / "report.json").write_text(json.dumps(report))
+    result = avf("deploy", "manifest", rejected, "--profile", "x86-cpu", "-o", tmp_path / "m.json")
+    assert result.returncode == 2 and "rejected" in result.stderr and not (tmp_path / "m.json").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = avf("demo", "-o", tmp_path / "demo", "--videos", 300, "--epochs", 1, "--bench-seconds", 0.2)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["gap_fp32"] > 0 and summary["gap_retention"] > 0.9 and summary["speedup"] > 1
+    for name in ("manifest.json", "bench_fp32.json", "bench_int8.json", "run/best.pt", "attend_fusion.int8/model.onnx"):
+        assert (tmp_path / "demo" / name).exists(), name
+    assert "GAP retention" in result.stdout and "deployable on x86-cpu" in result.stdout
+
+
+def test_exported_manifest_schema_is_current():
+    from pathlib import Path
+
+    from avf.deploy.manifest import DeploymentManifest
+
+    committed = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
+    assert committed == json.loads(json.dumps(DeploymentManifest.model_json_schema())), \
+        "regenerate with: python -c \"from avf.deploy.manifest import export_schema; export_schema('docs/manifest.schema.json')\""

@@ -181,3 +181,12 @@ def test_models_command_json():
     assert set(rows[0]) == {"name", "params", "paper_params"}
     for row in rows:
         assert abs(row["params"] / row["paper_params"] - 1) <= 0.10
+
+
+def test_identity_attention_init_makes_single_token_attention_a_pass_through():
+    from avf.models.blocks import SelfAttention, identity_attention_init_
+
+    attention = SelfAttention(16, 4)
+    assert identity_attention_init_(attention) == 1
+    x = torch.randn(5, 1, 16)
+    assert torch.allclose(attention(x), x, atol=1e-6)

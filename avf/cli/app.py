@@ -9,7 +9,7 @@ import typer
 from avf import __version__
 from avf.cli.compress_commands import compress_command
 from avf.cli.data_commands import data_app
-from avf.cli.deploy_commands import bench_command, profiles_command
+from avf.cli.deploy_commands import bench_command, demo_command, deploy_app, predict_command, profiles_command
 from avf.cli.progress import stderr
 from avf.cli.model_commands import models_command
 from avf.cli.train_commands import eval_command, train_command
@@ -28,6 +28,9 @@ app.command("eval")(eval_command)
 app.command("compress")(compress_command)
 app.command("profiles")(profiles_command)
 app.command("bench")(bench_command)
+app.command("predict")(predict_command)
+app.add_typer(deploy_app, name="deploy")
+app.command("demo")(demo_command)
 
 
 def _version(value: bool) -> None:
@@ -72,3 +75,8 @@ def compress_main() -> None:
 def bench_main() -> None:
     """``avf-bench``: the same as ``avf bench``."""
     run(["bench", *sys.argv[1:]])
+
+
+def deploy_main() -> None:
+    """``avf-deploy``: the same as ``avf deploy``."""
+    run(["deploy", *sys.argv[1:]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -79,3 +80,152 @@ def bench_command(
     memory = result["memory"]
     stdout.print(f"memory: model {memory['model_rss_mib']:.0f} MiB resident, process peak {memory['peak_rss_mib']:.0f} MiB; "
                  f"results in {out}", markup=False)
+
+
+def predict_command(
+    target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
+    data: str = typer.Option(..., "--data", help="TFRecord file(s)/directory/quoted glob, or a feature store."),
+    out: str = typer.Option("predictions.csv", "--out", "-o", help="CSV in the YouTube-8M challenge format."),
+    top_k: int = typer.Option(20, "--top-k", min=1),
+    vocab: str = typer.Option(None, "--vocab", help="vocabulary.csv: adds a LabelNames column."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1),
+    threads: int = typer.Option(None, "--threads", min=1),
+) -> None:
+    """Top-k predictions as VideoId,LabelConfidencePairs (streamed, with a progress bar)."""
+    from avf.cli.progress import count_progress, stderr
+    from avf.deploy.predict import count_videos, predict
+
+    with count_progress("predict", count_videos(data)) as advance:  # TFRecords: count unknown until read
+        written = predict(target, data, out, top_k, vocab, batch_size, threads, advance=advance)
+    stderr.print(f"{written:,} videos -> {out}", markup=False, highlight=False)
+
+
+deploy_app = typer.Typer(help="Plan, manifest, verify and package an artifact for a device.", no_args_is_help=True)
+
+
+@deploy_app.command("plan")
+def plan_command(
+    artifact: str = typer.Argument(..., help="An avf-compress artifact directory."),
+    profile: str = typer.Option(..., "--profile", "-p", help="A shipped profile name or a YAML file."),
+    bench: str = typer.Option(None, "--bench", help="bench.json of this artifact: shows measured beside predicted."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predicted latency, memory and energy on the device; fits or not, and why."""
+    from avf.deploy.plan import predict_on_profile, read_artifact
+    from avf.deploy.profiles import load_profile
+
+    device = load_profile(profile)
+    prediction = predict_on_profile(read_artifact(artifact), device)
+    measured = _read_bench(bench) if bench else None
+    if as_json:
+        typer.echo(json.dumps({"prediction": prediction, "measured": measured and measured["scenarios"]}, indent=2))
+        return
+    table = Table(title=f"{artifact} on {device.display_name} ({prediction['precision']}; predicted = roofline)")
+    for column in ("batch", "predicted ms", "predicted samples/s", "bound", "measured p50 ms", "measured samples/s"):
+        table.add_column(column, justify="right")
+    offline = {row["batch"]: row for row in (measured or {}).get("scenarios", {}).get("offline", [])}
+    for row in prediction["batches"]:
+        seen = offline.get(row["batch"])
+        table.add_row(str(row["batch"]), f"{row['latency_ms']:.4f}", f"{row['samples_per_s']:,.0f}", row["bound"],
+                      f"{seen['batch_latency']['p50_ms']:.4f}" if seen else "not measured",
+                      f"{seen['samples_per_s']:,.0f}" if seen else "not measured")
+    stdout.print(table)
+    stdout.print(f"memory (predicted): {prediction['memory_mib']:.0f} MiB; energy (predicted upper bound): "
+                 f"{prediction['energy_mj_per_inference']:.3f} mJ per inference at {device.power_w:g} W", markup=False)
+    verdict = "fits" if prediction["fits"] else "does not fit"
+    stdout.print(f"{verdict}: " + "; ".join(prediction["reasons"]), markup=False)
+
+
+@deploy_app.command("manifest")
+def manifest_command(
+    artifact: str = typer.Argument(..., help="An accepted avf-compress artifact directory."),
+    profile: str = typer.Option(..., "--profile", "-p"),
+    bench: str = typer.Option(None, "--bench", help="bench.json measured on the target (else figures are predicted)."),
+    out: str = typer.Option("manifest.json", "--out", "-o"),
+) -> None:
+    """A validated deployment manifest: files and hashes, I/O, accuracy, performance, decision."""
+    from avf.deploy.manifest import build_manifest, write_manifest
+    from avf.deploy.profiles import load_profile
+
+    manifest = build_manifest(artifact, load_profile(profile), _read_bench(bench) if bench else None)
+    write_manifest(manifest, out)
+    verdict = "deployable" if manifest.decision.deployable else "NOT deployable"
+    stdout.print(f"{out}: {manifest.model} {manifest.precision} on {manifest.profile}: {verdict}", markup=False)
+    for reason in manifest.decision.reasons:
+        stdout.print(f"  - {reason}", markup=False)
+
+
+@deploy_app.command("verify")
+def verify_command(manifest: str = typer.Argument(..., help="manifest.json written by `avf-deploy manifest`.")) -> None:
+    """Re-hash every file the manifest lists; exit 1 on any mismatch."""
+    from avf.cli.progress import stderr
+    from avf.deploy.manifest import verify_manifest
+
+    problems = verify_manifest(manifest)
+    if problems:
+        for problem in problems:
+            stderr.print(f"[bold red]mismatch:[/] {problem}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    stdout.print(f"{manifest}: every file matches its sha256", markup=False)
+
+
+@deploy_app.command("triton")
+def triton_command(
+    artifact: str = typer.Argument(...),
+    out: str = typer.Option(..., "--out", "-o", help="Model repository directory to create."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1),
+    cpu: bool = typer.Option(False, "--cpu", help="KIND_CPU instances instead of KIND_GPU."),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """A Triton model repository (config.pbtxt, dynamic batching) for server GPUs."""
+    from avf.deploy.triton import write_triton_repository
+
+    repo = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu)
+    stdout.print(f"Triton model repository in {repo}", markup=False)
+
+
+def _read_bench(path: str) -> dict:
+    from avf.errors import InputError
+
+    try:
+        data = json.loads(open(path).read())
+    except FileNotFoundError:
+        raise InputError(path, "bench file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not JSON: {exc.msg}") from None
+    if data.get("format") != "avf-bench":
+        raise InputError(path, "not an avf-bench result")
+    return data
+
+
+def demo_command(
+    out: Path = typer.Option(Path("avf-demo"), "--out", "-o", help="The one folder every file goes into."),
+    data: str = typer.Option(None, "--data", help="Real YouTube-8M video-level shards (directory or glob) instead of synthetic data."),
+    epochs: int = typer.Option(3, "--epochs", min=1),
+    videos: int = typer.Option(4000, "--videos", min=100, help="Synthetic videos (without --data)."),
+    bench_seconds: float = typer.Option(2.0, "--bench-seconds", min=0.1),
+    threads: int = typer.Option(None, "--threads", min=1),
+    force: bool = typer.Option(False, "--force", help="Reuse an existing --out folder."),
+) -> None:
+    """The main job end to end: data, train, avf-compress --int8, avf-bench, avf-deploy manifest."""
+    from avf.cli.progress import stderr
+    from avf.deploy.demo import run_demo
+
+    summary = run_demo(out, data, epochs, videos, bench_seconds=bench_seconds, threads=threads, force=force,
+                       say=lambda line: stderr.print(line, markup=False, highlight=False))
+    table = Table(title=f"avf demo: Attend-Fusion FP32 vs INT8 ({summary['eval_videos']:,} held-out videos)")
+    table.add_column("measure")
+    table.add_column("FP32 (PyTorch)", justify="right")
+    table.add_column("INT8 (ONNX Runtime)", justify="right")
+    table.add_row("GAP", f"{summary['gap_fp32']:.4f}", f"{summary['gap_int8']:.4f}")
+    table.add_row("F1", f"{summary['f1_fp32']:.4f}", f"{summary['f1_int8']:.4f}")
+    table.add_row("GAP retention", "1", f"{summary['gap_retention']:.2%}")
+    table.add_row("size (MB)", f"{summary['size_fp32_mb']:.1f}", f"{summary['size_int8_mb']:.1f}")
+    table.add_row("latency p50, batch 1 (ms)", f"{summary['latency_fp32_p50_ms']:.3f}", f"{summary['latency_int8_p50_ms']:.3f}")
+    table.add_row("speed-up", "1.0x", f"{summary['speedup']:.1f}x")
+    table.add_row(f"deployable on {summary['profile']}", "", "yes" if summary["deployable"] else "no")
+    stdout.print(table)
+    for reason in summary["reasons"]:
+        stdout.print(f"  - {reason}", markup=False)
+    stdout.print(f"every file is in {summary['folder']}/ (summary.json, manifest.json, bench_*.json, run/, attend_fusion.int8/)",
+                 markup=False)

@@ -46,7 +46,7 @@ def bytes_progress(description: str, total_bytes: int) -> Iterator:
 
 
 @contextmanager
-def count_progress(description: str, total: int) -> Iterator:
+def count_progress(description: str, total: int | None) -> Iterator:
     """Progress over a known number of items; yields ``advance(n)``."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

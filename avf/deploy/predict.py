@@ -1,0 +1,102 @@
+"""``avf predict``: top-k predictions in the YouTube-8M challenge format, streamed.
+
+``VideoId,LabelConfidencePairs`` with space-separated ``label confidence`` pairs, best first;
+with a vocabulary, a ``LabelNames`` column adds the class names. Inputs are streamed in
+batches, so any number of shards goes through in constant memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from avf.data.feature_store import MANIFEST, FeatureStore
+from avf.data.sources import expand_sources
+from avf.data.vocabulary import load_vocabulary
+from avf.data.youtube8m import iter_batches
+from avf.errors import InputError
+
+
+def load_predictor(target: str | Path, threads: int | None = None) -> tuple[Callable, int, str]:
+    """(run(rgb, audio) -> probabilities, num_classes, description) for an artifact or a checkpoint."""
+    target = Path(target)
+    if target.is_dir():
+        from avf.compress.runtime import OnnxModel
+
+        if not (target / "model.onnx").is_file():
+            raise InputError(target, "not an avf-compress artifact (no model.onnx)")
+        model = OnnxModel(target / "model.onnx", threads=threads)
+        return model, model.num_classes, f"{target} (onnxruntime, {model.metadata.get('precision', '?')})"
+    import torch
+
+    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    payload = load_checkpoint(target)
+    model = model_from_checkpoint(payload, target).eval()
+
+    def run(rgb, audio):
+        with torch.inference_mode():
+            return torch.sigmoid(model(torch.from_numpy(rgb), torch.from_numpy(audio))).numpy()
+
+    return run, payload["num_classes"], f"{target} (pytorch fp32)"
+
+
+def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    path = Path(str(data))
+    if (path / MANIFEST).is_file():
+        store = FeatureStore(path)
+        for start in range(0, len(store), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(store)))
+            rgb, audio, _ = store.batch(indices)
+            yield [store.video_id(int(i)) for i in indices], rgb.astype(np.float32), audio.astype(np.float32)
+        return
+    for batch in iter_batches(expand_sources(data), batch_size, num_classes):
+        yield batch.ids, batch.rgb, batch.audio
+
+
+def count_videos(data: str | Path) -> int | None:
+    path = Path(str(data))
+    if (path / MANIFEST).is_file():
+        return len(FeatureStore(path))
+    return None
+
+
+def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 20, vocabulary: str | Path | None = None,
+            batch_size: int = 1024, threads: int | None = None, advance: Callable[[int], None] = lambda n: None) -> int:
+    """Write predictions for every video in ``data``; returns the number of videos written."""
+    run, num_classes, _ = load_predictor(target, threads)
+    names = None
+    if vocabulary is not None:
+        vocab = load_vocabulary(vocabulary)
+        if vocab.num_classes != num_classes:
+            raise InputError(vocabulary, f"has {vocab.num_classes} classes, the model {num_classes}")
+        names = vocab.names
+    k = min(top_k, num_classes)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    written = 0
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["VideoId", "LabelConfidencePairs"] + (["LabelNames"] if names else []))
+            for ids, rgb, audio in iter_inputs(data, num_classes, batch_size):
+                probabilities = run(rgb, audio)
+                top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+                order = np.take_along_axis(probabilities, top, axis=1).argsort(axis=1)[:, ::-1]
+                top = np.take_along_axis(top, order, axis=1)
+                for video, classes, row in zip(ids, top, probabilities):
+                    pairs = " ".join(f"{c} {row[c]:.6f}" for c in classes)
+                    writer.writerow([video, pairs] + (["|".join(names[c] for c in classes)] if names else []))
+                written += len(ids)
+                advance(len(ids))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not written:
+        raise InputError(data, "no videos found")
+    return written
