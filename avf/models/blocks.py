@@ -142,7 +142,8 @@ def identity_attention_init_(model: nn.Module) -> int:
 
     The paper's attention over one token is two linear maps in a row with no non-linearity; at
     PyTorch's default init they scramble the branch features and a deep stack starts slowly
-    (measured on real YouTube-8M: GAP 0.33 vs 0.26 after 60 steps). Starting at the identity
+    (real YouTube-8M, tools/probe_training_start.py: GAP 0.31 vs 0.23 after 60 steps; 0.643 vs
+    0.625 after 10 epochs). Starting at the identity
     keeps the function class and lets training move away from a working network instead.
     Query/key projections keep their default init (they matter only with several tokens).
     """
