@@ -105,6 +105,15 @@ def test_int8_artifact_passes_the_gate_and_keeps_the_contract(trained):
     assert avf_compress(checkpoint, "--int8", "--force", "--calib-size", 64).returncode == 0
 
 
+def test_int8_with_relative_paths(trained):
+    """The calibrator runs in its own working directory; relative checkpoint/output paths must survive it."""
+    root, _ = trained
+    result = subprocess.run([sys.executable, "-m", "avf", "compress", "attend_fusion.pt", "--int8", "--calib-size", "64",
+                             "-o", "relative.int8"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert (root / "relative.int8" / "model.onnx").is_file()
+
+
 @pytest.mark.parametrize("flag", ["--fp16", "--int8-dynamic"])
 def test_other_precisions(trained, tmp_path, flag):
     _, checkpoint = trained

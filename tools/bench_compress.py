@@ -28,6 +28,7 @@ from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
 from avf.compress.quantize import quantize_int8_dynamic  # noqa: E402
 from avf.compress.retention import compare_on_data  # noqa: E402
 from avf.compress.runtime import OnnxModel  # noqa: E402
+from avf.deploy.bench import cpu_name  # noqa: E402
 from avf.deploy.latency import measure_latency  # noqa: E402
 from avf.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from avf.train.data import load_training_data  # noqa: E402
@@ -106,7 +107,7 @@ def write_results(args, payload, rows, eval_data) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     base = rows[0]["latency"]["p50_ms"]
     ort_fp32 = rows[1]["latency"]["p50_ms"]
-    conditions = {"machine": platform.machine(), "processor": _cpu_name(), "threads": args.threads, "batch": 1,
+    conditions = {"machine": platform.machine(), "processor": cpu_name(), "threads": args.threads, "batch": 1,
                   "python": platform.python_version(), "torch": torch.__version__,
                   "onnxruntime": __import__("onnxruntime").__version__, "checkpoint": str(args.checkpoint),
                   "model": payload["model"]["name"], "classes": payload["num_classes"],
@@ -148,16 +149,6 @@ def write_results(args, payload, rows, eval_data) -> None:
     fig.suptitle(f"{conditions['model']}: GAP retention against latency and size ({conditions['processor']})")
     fig.tight_layout()
     fig.savefig(args.out / "pareto.png", dpi=120)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ returns probabilities directly; the batch axis is dynamic and named ``batch``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from avf.atomic import atomic_file
 
 INPUT_NAMES, OUTPUT_NAMES = ["rgb", "audio"], ["probabilities"]
 OPSET = 17
@@ -45,21 +45,16 @@ def export_onnx(model: nn.Module, path: str | Path, rgb_dim: int, audio_dim: int
     path = Path(path)
     wrapped = WithProbabilities(model).eval()
     example = (torch.zeros(2, rgb_dim), torch.zeros(2, audio_dim))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, example, tmp, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+            torch.onnx.export(wrapped, example, str(tmp), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
                               dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
                               opset_version=OPSET, dynamo=False)
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         set_metadata(proto, metadata)
         onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        onnx.save(proto, str(tmp))
     return path
 
 

@@ -33,6 +33,7 @@ class FoldResult:
     params_before: int
     params_after: int
     rewrites: list[str]
+    max_logit_difference: float | None = None  # measured on check_inputs, when given
 
 
 class FoldedAttention(nn.Module):
@@ -108,11 +109,12 @@ def fold_model(model: FusionModel, check_inputs: tuple[torch.Tensor, torch.Tenso
         if count:
             rewrites.append(f"replaced {count} single-token attention blocks by one linear map each")
     folded.eval()
+    difference = None
     if check_inputs is not None:
         difference, scale = max_logit_difference(model, folded, *check_inputs, with_scale=True)
         if not difference <= tolerance * max(1.0, scale):
             raise RuntimeError(f"folding changed the logits by {difference:.3g} (largest logit {scale:.3g}); this is a bug")
-    return FoldResult(folded, before, count_parameters(folded), rewrites)
+    return FoldResult(folded, before, count_parameters(folded), rewrites, difference)
 
 
 def max_logit_difference(reference: nn.Module, other: nn.Module, rgb: torch.Tensor, audio: torch.Tensor,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from avf.atomic import atomic_directory, check_can_create
 from avf.compress import quantize
 from avf.compress.export import OPSET, export_onnx, require_onnx
-from avf.compress.fold import count_parameters, fold_model, max_logit_difference
+from avf.compress.fold import count_parameters, fold_model
 from avf.compress.prune import distill, hidden_widths, prune_channels
 from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
@@ -87,14 +87,12 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
     if options.backend == "tensorrt" and (reason := unavailable_reason()):
         raise InputError(options.checkpoint, f"--backend tensorrt: engine not built: {reason}")
     settings = payload.get("settings") or {}
-    eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation",
-                      explicit=options.eval is not None)
+    eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation")
     if eval_data is not None and options.eval_size:
         eval_data = eval_data.subset(np.arange(min(options.eval_size, len(eval_data))))
     calib_data = None
     if options.precision == "int8":
-        calib_data = _data(options.calib or _recorded(settings.get("train")), payload, reference, "calibration",
-                           explicit=options.calib is not None)
+        calib_data = _data(options.calib or _recorded(settings.get("train")), payload, reference, "calibration")
         if calib_data is None or eval_data is None:
             raise InputError(options.checkpoint, INT8_NEEDS_DATA)
     report: dict = {
@@ -113,7 +111,7 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         say("fold: dropout, single-token attention and adjacent linear maps")
         folded = fold_model(reference, probe)
         model = folded.model
-        difference = max_logit_difference(reference, model, *probe)
+        difference = folded.max_logit_difference
         report["stages"].append({"stage": "fold", "params_before": folded.params_before,
                                  "params_after": folded.params_after, "rewrites": folded.rewrites,
                                  "max_logit_difference": difference, "checked_on": f"{len(probe[0])} {_probe_kind(eval_data or calib_data)}"})
@@ -128,8 +126,7 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         stage = {"stage": "prune", "ratio": options.prune, "params_before": params,
                  "params_after": count_parameters(model), "hidden_widths": sorted(set(hidden_widths(model)))}
         if options.finetune_epochs:
-            train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training",
-                               explicit=options.train is not None)
+            train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training")
             if train_data is None:
                 raise InputError(options.checkpoint, "pruning fine-tune needs training data: pass --train "
                                  "(or --finetune-epochs 0)")
@@ -238,7 +235,7 @@ def _recorded(spec: str | None) -> str | None:
     return spec if path.exists() or any(path.parent.glob(path.name)) else None
 
 
-def _data(spec: str | None, payload: dict, model, role: str, explicit: bool) -> TrainingData | None:
+def _data(spec: str | None, payload: dict, model, role: str) -> TrainingData | None:
     if spec is None:
         return None
     data = load_training_data(spec, payload["num_classes"])

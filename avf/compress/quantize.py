@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avf.atomic import atomic_file
+
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 
@@ -36,12 +38,6 @@ class ArrayCalibrationReader:
         raise RuntimeError("calibration batches can be read once")
 
 
-def _temporary_beside(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.onnx", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibration: Iterator[tuple[np.ndarray, np.ndarray]],
                          method: str = "percentile") -> Path:
     """Static QDQ INT8: symmetric per-channel weights, symmetric activations, ``method`` ranges."""
@@ -51,28 +47,24 @@ def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibratio
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
     out_path = Path(out_path)
-    prepared, tmp = _temporary_beside(out_path), _temporary_beside(out_path)
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                  "minmax": CalibrationMethod.MinMax}[method]
-    try:
-        quant_pre_process(str(fp32_path), prepared, skip_symbolic_shape=True)
-        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration.") as workdir:
-            cwd = os.getcwd()
-            os.chdir(workdir)  # the calibrator writes its augmented model into the working directory
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
-                    quantize_static(prepared, tmp, ArrayCalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                    calibrate_method=calibrate, op_types_to_quantize=["Gemm", "MatMul"],
-                                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                   "CalibPercentile": 99.999, "CalibMovingAverage": False})
-            finally:
-                os.chdir(cwd)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration.") as workdir, \
+            atomic_file(out_path, suffix=".tmp.onnx") as tmp:
+        prepared = Path(workdir).resolve() / "prepared.onnx"  # absolute (tmp is too): both survive the chdir below
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        cwd = os.getcwd()
+        os.chdir(workdir)  # the calibrator writes its augmented model into the working directory
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
+                quantize_static(str(prepared), str(tmp), ArrayCalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=calibrate, op_types_to_quantize=["Gemm", "MatMul"],
+                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                               "CalibPercentile": 99.999, "CalibMovingAverage": False})
+        finally:
+            os.chdir(cwd)
         keep_logits_float(tmp)
-        os.replace(tmp, out_path)
-    finally:
-        Path(prepared).unlink(missing_ok=True)
-        Path(tmp).unlink(missing_ok=True)
     return out_path
 
 
@@ -112,14 +104,9 @@ def quantize_int8_dynamic(fp32_path: str | Path, out_path: str | Path) -> Path:
     """Weights-only INT8 (per-channel, symmetric); activations are quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out_path = Path(out_path)
-    tmp = _temporary_beside(out_path)
-    try:
-        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, out_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out_path
+    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
+        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    return Path(out_path)
 
 
 def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
@@ -127,12 +114,6 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    out_path = Path(out_path)
-    tmp = _temporary_beside(out_path)
-    try:
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        onnx.save(model, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out_path
+    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
+        onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(tmp))
+    return Path(out_path)

@@ -7,9 +7,9 @@ Where TensorRT or a GPU is missing, :func:`unavailable_reason` says why and noth
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from avf.atomic import atomic_file
 
 
 def unavailable_reason() -> str | None:
@@ -55,10 +55,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     engine_path = Path(engine_path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{engine_path.name}.", suffix=".tmp", dir=engine_path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(serialized)
-    os.replace(tmp, engine_path)
+    with atomic_file(engine_path) as tmp:
+        tmp.write_bytes(serialized)
     import torch
 
     return {"built": True, "file": engine_path.name, "tensorrt": trt.__version__, "precision": precision,

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from avf.atomic import atomic_file, atomic_write_text
 from avf.deploy.latency import measure_latency
 from avf.deploy.power import energy_meter
+from avf.deploy.target import load_target
 from avf.errors import InputError
 
 BACKENDS = ("auto", "onnxruntime", "pytorch", "torch-compile")
@@ -39,46 +41,6 @@ def rss_mib() -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def load_target(target: Path, backend: str, threads: int, device: str) -> tuple[Callable, dict]:
-    """A ``run(rgb, audio) -> probabilities`` callable and facts about what runs."""
-    if target.is_dir():
-        if backend not in ("auto", "onnxruntime"):
-            raise InputError(target, f"an artifact runs on onnxruntime, not {backend}")
-        from avf.compress.runtime import OnnxModel
-
-        if not (target / "model.onnx").is_file():
-            raise InputError(target, "not an avf-compress artifact (no model.onnx)")
-        report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
-        model = OnnxModel(target / "model.onnx", threads=threads, device="cuda" if device == "cuda" else "cpu")
-        facts = {"kind": "artifact", "backend": "onnxruntime", "providers": model.session.get_providers(),
-                 "precision": model.metadata.get("precision", "unknown"), "model": model.metadata.get("model"),
-                 "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim, "num_classes": model.num_classes,
-                 "accepted": report.get("accepted")}
-        return model, facts
-    import torch
-
-    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-    payload = load_checkpoint(target)
-    model = model_from_checkpoint(payload, target).eval().to(device)
-    torch.set_num_threads(threads)
-    chosen = "pytorch" if backend in ("auto", "pytorch") else backend
-    if chosen == "onnxruntime":
-        raise InputError(target, "a checkpoint runs on pytorch or torch-compile; compress it for onnxruntime")
-    forward = torch.compile(model) if chosen == "torch-compile" else model
-
-    def run(rgb, audio):
-        with torch.inference_mode():
-            out = torch.sigmoid(forward(torch.from_numpy(rgb).to(device), torch.from_numpy(audio).to(device)))
-            return out.cpu().numpy()
-
-    config = payload["model"]
-    facts = {"kind": "checkpoint", "backend": chosen, "precision": "fp32", "model": config["name"],
-             "rgb_dim": config["rgb_dim"], "audio_dim": config["audio_dim"], "num_classes": payload["num_classes"],
-             "device": device}
-    return run, facts
 
 
 def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | None = None,
@@ -158,7 +120,7 @@ def _device_memory(device: str) -> dict:
 
 
 def conditions(threads: int, device: str) -> dict:
-    facts = {"machine": platform.machine(), "cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
+    facts = {"machine": platform.machine(), "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
              "python": platform.python_version(), "os": platform.platform(), "device": device,
              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for module in ("torch", "onnxruntime", "onnx", "tensorrt"):
@@ -187,7 +149,7 @@ def conditions(threads: int, device: str) -> dict:
     return facts
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -199,10 +161,7 @@ def _cpu_name() -> str:
 
 def write_bench(result: dict, out: Path) -> None:
     """bench.json (atomic) and a PNG of latency and throughput against batch size beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     offline = result["scenarios"].get("offline")
     if not offline:
         return
@@ -227,7 +186,5 @@ def write_bench(result: dict, out: Path) -> None:
                    fontsize=9)
     fig.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    png = out.with_suffix(".png")
-    tmp_png = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp_png, dpi=110)
-    os.replace(tmp_png, png)
+    with atomic_file(out.with_suffix(".png"), suffix=".tmp.png") as tmp_png:
+        fig.savefig(tmp_png, dpi=110)

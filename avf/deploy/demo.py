@@ -27,8 +27,7 @@ def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 
     from avf.deploy.profiles import load_profile
     from avf.train.loop import TrainSettings, train
 
-    if not force:
-        check_can_create(out, force)
+    check_can_create(out, force)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
         say(f"1/6 data: {videos:,} synthetic YouTube-8M-format videos, {classes} classes -> {out / 'data'}")

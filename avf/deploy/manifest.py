@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from avf import __version__
+from avf.atomic import atomic_write_text
 from avf.data.vocabulary import file_sha256
 from avf.deploy.plan import predict_on_profile, read_artifact
 from avf.deploy.profiles import DeviceProfile
@@ -176,11 +176,7 @@ def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, 
 
 
 def write_manifest(manifest: DeploymentManifest, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, manifest.model_dump_json(indent=2) + "\n")
 
 
 def verify_manifest(path: str | Path) -> list[str]:

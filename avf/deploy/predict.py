@@ -8,41 +8,18 @@ batches, so any number of shards goes through in constant memory.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from avf.atomic import atomic_file
 from avf.data.feature_store import MANIFEST, FeatureStore
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import load_vocabulary
 from avf.data.youtube8m import iter_batches
+from avf.deploy.target import load_target
 from avf.errors import InputError
-
-
-def load_predictor(target: str | Path, threads: int | None = None) -> tuple[Callable, int, str]:
-    """(run(rgb, audio) -> probabilities, num_classes, description) for an artifact or a checkpoint."""
-    target = Path(target)
-    if target.is_dir():
-        from avf.compress.runtime import OnnxModel
-
-        if not (target / "model.onnx").is_file():
-            raise InputError(target, "not an avf-compress artifact (no model.onnx)")
-        model = OnnxModel(target / "model.onnx", threads=threads)
-        return model, model.num_classes, f"{target} (onnxruntime, {model.metadata.get('precision', '?')})"
-    import torch
-
-    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-    payload = load_checkpoint(target)
-    model = model_from_checkpoint(payload, target).eval()
-
-    def run(rgb, audio):
-        with torch.inference_mode():
-            return torch.sigmoid(model(torch.from_numpy(rgb), torch.from_numpy(audio))).numpy()
-
-    return run, payload["num_classes"], f"{target} (pytorch fp32)"
 
 
 def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
@@ -68,7 +45,8 @@ def count_videos(data: str | Path) -> int | None:
 def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 20, vocabulary: str | Path | None = None,
             batch_size: int = 1024, threads: int | None = None, advance: Callable[[int], None] = lambda n: None) -> int:
     """Write predictions for every video in ``data``; returns the number of videos written."""
-    run, num_classes, _ = load_predictor(target, threads)
+    run, facts = load_target(Path(target), threads=threads)
+    num_classes = facts["num_classes"]
     names = None
     if vocabulary is not None:
         vocab = load_vocabulary(vocabulary)
@@ -76,11 +54,8 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
             raise InputError(vocabulary, f"has {vocab.num_classes} classes, the model {num_classes}")
         names = vocab.names
     k = min(top_k, num_classes)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     written = 0
-    try:
+    with atomic_file(out) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["VideoId", "LabelConfidencePairs"] + (["LabelNames"] if names else []))
@@ -94,9 +69,6 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
                     writer.writerow([video, pairs] + (["|".join(names[c] for c in classes)] if names else []))
                 written += len(ids)
                 advance(len(ids))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if not written:
-        raise InputError(data, "no videos found")
+        if not written:
+            raise InputError(data, "no videos found")
     return written

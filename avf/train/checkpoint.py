@@ -8,12 +8,11 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 from avf import __version__
+from avf.atomic import atomic_file
 from avf.errors import InputError
 
 CHECKPOINT_FORMAT = "avf-checkpoint"
@@ -33,14 +32,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "versions": versions(), **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:

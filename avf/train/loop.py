@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from avf.atomic import atomic_file, atomic_write_text
 from avf.errors import InputError
 from avf.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from avf.train.data import TrainingData, load_training_data
@@ -301,15 +302,12 @@ def _epoch_line(row: dict) -> str:
 
 def _write_history(out: Path, history: list[dict], settings: TrainSettings, run_info: dict) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = out / f".{METRICS_CSV}.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_file(out / METRICS_CSV) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, out / METRICS_CSV)
-    tmp = out / f".{METRICS_JSON}.tmp"
-    tmp.write_text(json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history}, indent=2) + "\n")
-    os.replace(tmp, out / METRICS_JSON)
+    atomic_write_text(out / METRICS_JSON,
+                      json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history}, indent=2) + "\n")
 
 
 def _tensorboard(out: Path):
