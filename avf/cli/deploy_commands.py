@@ -37,12 +37,16 @@ def profiles_command(
 
 def bench_command(
     target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime (artifacts), pytorch or torch-compile (checkpoints)."),
+    backend: str = typer.Option("auto", "--backend", help="Artifacts: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt or "
+                                "tensorrt (the engine avf-compress built); checkpoints: pytorch or torch-compile."),
     batch: str = typer.Option("1,8,64", "--batch", help="Batch sizes for the offline scenario."),
     scenario: str = typer.Option("single-stream,offline", "--scenario", help="single-stream and/or offline."),
     duration: float = typer.Option(3.0, "--duration", min=0.0, help="Timed seconds per measurement."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    precision: str = typer.Option(None, "--precision", help="Checkpoints: fp32 (default), fp16 or bf16."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Checkpoints on cuda: replay CUDA graphs "
+                                     "(torch-compile: its reduce-overhead mode)."),
     out: str = typer.Option("bench.json", "--out", "-o", help="Results JSON (a PNG plot is written beside it)."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions."""
@@ -57,7 +61,8 @@ def bench_command(
     except ValueError:
         raise InputError(batch, "--batch must be comma-separated integers, e.g. 1,8,64") from None
     result = benchmark(target, backend, batches, [s.strip() for s in scenario.split(",") if s.strip()], duration,
-                       threads, device, say=lambda line: stderr.print(line, markup=False, highlight=False))
+                       threads, device, say=lambda line: stderr.print(line, markup=False, highlight=False),
+                       precision=precision, cuda_graphs=cuda_graphs)
     write_bench(result, Path(out))
     table = Table(title=f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})")
     for column in ("scenario", "batch", "p50 ms", "p99 ms", "samples/s", "energy"):

@@ -21,10 +21,9 @@ import numpy as np
 from avf.atomic import atomic_file, atomic_write_text
 from avf.deploy.latency import measure_latency
 from avf.deploy.power import energy_meter
-from avf.deploy.target import load_target
+from avf.deploy.target import BACKENDS, load_target
 from avf.errors import InputError
 
-BACKENDS = ("auto", "onnxruntime", "pytorch", "torch-compile")
 SCENARIOS = ("single-stream", "offline")
 
 
@@ -45,7 +44,8 @@ def peak_rss_mib() -> float:
 
 def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | None = None,
               scenarios: list[str] | None = None, duration: float = 3.0, threads: int | None = None,
-              device: str = "cpu", say: Callable[[str], None] = lambda line: None) -> dict:
+              device: str = "cpu", say: Callable[[str], None] = lambda line: None, precision: str | None = None,
+              cuda_graphs: bool = False) -> dict:
     target = Path(target)
     batches = batches or [1, 8, 64]
     scenarios = scenarios or list(SCENARIOS)
@@ -58,7 +58,8 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
         raise InputError(target, "no such checkpoint or artifact")
     threads = threads or os.cpu_count() or 1
     rss_before = rss_mib()
-    run, facts = load_target(target, backend, threads, device)
+    run, facts = load_target(target, backend, threads, device, precision, cuda_graphs)
+    device = facts["device"]  # GPU backends (TensorRT, ONNX Runtime CUDA) run on cuda whatever was asked
     rss_loaded = rss_mib()
     generator = np.random.default_rng(0)
 

@@ -105,6 +105,8 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         files.append(FileEntry(name=name, sha256=digest, bytes=path.stat().st_size))
     files.append(FileEntry(name="report.json", sha256=file_sha256(artifact / "report.json"),
                            bytes=(artifact / "report.json").stat().st_size))
+    if bench is not None:
+        _check_bench_matches(artifact, report, bench)
     prediction = predict_on_profile(report, profile)
     retention = report.get("retention")
     accuracy = Accuracy(evaluated=False)
@@ -139,11 +141,11 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), avf_version=__version__,
         artifact_dir=str(artifact.resolve()), files=files, checkpoint_sha256=report["checkpoint"]["sha256"],
         data_sha256={split: {Path(s["path"]).name: s.get("sha256") for s in sources}
-                     for split, sources in (report.get("data") or {}).items()},
+                     for split, sources in (report.get("data") or {}).items() if sources},
         model=report["model"]["name"], parameters=report["parameters"], num_classes=report["num_classes"],
         vocabulary_sha256=report.get("vocabulary_sha256"), inputs=tensors(io["inputs"]), outputs=tensors(io["outputs"]),
         preprocessing=io["preprocessing"], precision=report["stages"][-1]["precision"],
-        backend="tensorrt" if tensorrt.get("built") else "onnxruntime",
+        backend=(bench or {}).get("target_facts", {}).get("backend") or ("tensorrt" if tensorrt.get("built") else "onnxruntime"),
         runtime={"onnxruntime": versions.get("onnxruntime"), "onnx": versions.get("onnx"),
                  "tensorrt": tensorrt.get("tensorrt") if tensorrt.get("built") else None,
                  "tensorrt_status": None if tensorrt.get("built") else tensorrt.get("reason"),
@@ -153,6 +155,17 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         energy_per_inference=energy, profile=profile.name,
         budgets={"latency_ms": budget_latency, "memory_mib": budget_memory}, prediction=prediction,
         decision=Decision(deployable=deployable, reasons=reasons))
+
+
+def _check_bench_matches(artifact: Path, report: dict, bench: dict) -> None:
+    """A bench of another model (or of the uncompressed checkpoint) must not pass as this artifact's."""
+    facts = bench.get("target_facts", {})
+    if facts.get("kind") != "artifact":
+        raise InputError(artifact, f"the bench measured {bench.get('target')} (a {facts.get('kind')}), not this artifact")
+    measured = facts.get("onnx_sha256")
+    expected = report["files"].get("model.onnx", {}).get("sha256")
+    if measured and expected and measured != expected:
+        raise InputError(artifact, f"the bench measured another model.onnx ({bench.get('target')}), not this artifact's")
 
 
 def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, Figure, Figure]:

@@ -1,4 +1,10 @@
-"""What avf-bench and avf predict run: an avf-compress artifact (ONNX Runtime) or a checkpoint (PyTorch)."""
+"""What avf-bench and avf predict run: an avf-compress artifact or a checkpoint, on one backend.
+
+Artifacts run on ONNX Runtime (CPU, CUDA or TensorRT execution provider) or, when avf-compress
+built one, as a TensorRT engine. Checkpoints run on PyTorch, eager or torch.compile, in
+FP32/FP16/BF16, on CUDA optionally from CUDA graphs. So the reference and the compressed model
+are measured through the same harness.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +14,91 @@ from pathlib import Path
 
 from avf.errors import InputError
 
+ARTIFACT_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+CHECKPOINT_BACKENDS = ("pytorch", "torch-compile")
+BACKENDS = ("auto", *ARTIFACT_BACKENDS, *CHECKPOINT_BACKENDS)
+ORT_DEVICE = {"onnxruntime": None, "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}
 
-def load_target(target: Path, backend: str = "auto", threads: int | None = None, device: str = "cpu") -> tuple[Callable, dict]:
+
+def load_target(target: Path, backend: str = "auto", threads: int | None = None, device: str = "cpu",
+                precision: str | None = None, cuda_graphs: bool = False) -> tuple[Callable, dict]:
     """A ``run(rgb, audio) -> probabilities`` callable and facts about what runs (model, backend,
-    precision, input sizes, class count)."""
+    precision, input sizes, class count, device).
+
+    ``precision`` applies to checkpoints (fp32 by default); an artifact's precision is the
+    one avf-compress gave it. ``cuda_graphs`` applies to checkpoints on CUDA.
+    """
+    if backend not in BACKENDS:
+        raise InputError(target, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if target.is_dir():
-        if backend not in ("auto", "onnxruntime"):
-            raise InputError(target, f"an artifact runs on onnxruntime, not {backend}")
+        return _load_artifact(target, backend, threads, device, precision, cuda_graphs)
+    return _load_checkpoint(target, backend, threads, device, precision, cuda_graphs)
+
+
+def _load_artifact(target: Path, backend: str, threads, device: str, precision, cuda_graphs: bool):
+    if backend in CHECKPOINT_BACKENDS:
+        raise InputError(target, f"an artifact runs on {', '.join(ARTIFACT_BACKENDS)}, not {backend}")
+    if precision or cuda_graphs:
+        raise InputError(target, "--precision and --cuda-graphs apply to checkpoints; an artifact keeps the "
+                                 "precision avf-compress gave it")
+    if not (target / "model.onnx").is_file():
+        raise InputError(target, "not an avf-compress artifact (no model.onnx)")
+    report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
+    backend = "onnxruntime" if backend == "auto" else backend
+    if backend == "tensorrt":
+        from avf.compress.pipeline import ENGINE_FILE
+        from avf.deploy.tensorrt_runner import TensorRTModel
+
+        model = TensorRTModel(target / ENGINE_FILE)
+        import tensorrt
+
+        runtime = {"tensorrt": tensorrt.__version__, "batch_range": [model.min_batch, model.max_batch]}
+        device = "cuda"
+    else:
         from avf.compress.runtime import OnnxModel
 
-        if not (target / "model.onnx").is_file():
-            raise InputError(target, "not an avf-compress artifact (no model.onnx)")
-        report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
-        model = OnnxModel(target / "model.onnx", threads=threads, device="cuda" if device == "cuda" else "cpu")
-        facts = {"kind": "artifact", "backend": "onnxruntime", "providers": model.session.get_providers(),
-                 "precision": model.metadata.get("precision", "unknown"), "model": model.metadata.get("model"),
-                 "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim, "num_classes": model.num_classes,
-                 "accepted": report.get("accepted")}
-        return model, facts
+        ort_device = ORT_DEVICE[backend] or ("cuda" if device == "cuda" else "cpu")
+        try:
+            model = OnnxModel(target / "model.onnx", threads=threads, device=ort_device)
+        except RuntimeError as exc:  # the execution provider is missing
+            raise InputError(target, f"--backend {backend}: {exc}") from None
+        runtime = {"providers": model.session.get_providers()}
+        device = "cpu" if ort_device == "cpu" else "cuda"
+    if hasattr(model, "metadata"):
+        metadata = model.metadata
+    else:
+        from avf.compress.export import read_metadata
+
+        metadata = read_metadata(target / "model.onnx")
+    from avf.data.vocabulary import file_sha256
+
+    # The manifest checks a bench against its artifact by this hash (paths differ across machines).
+    facts = {"kind": "artifact", "onnx_sha256": file_sha256(target / "model.onnx"), "backend": backend, **runtime, "precision": metadata.get("precision", "unknown"),
+             "model": metadata.get("model"), "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim,
+             "num_classes": model.num_classes, "accepted": report.get("accepted"), "device": device}
+    return model, facts
+
+
+def _load_checkpoint(target: Path, backend: str, threads, device: str, precision, cuda_graphs: bool):
+    if backend in ARTIFACT_BACKENDS:
+        raise InputError(target, f"a checkpoint runs on pytorch or torch-compile; compress it for {backend}")
     import torch
 
+    from avf.deploy.torch_runner import PRECISIONS, torch_runner
     from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
 
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
+        raise InputError(target, f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     payload = load_checkpoint(target)
-    model = model_from_checkpoint(payload, target).eval().to(device)
+    model = model_from_checkpoint(payload, target)
     if threads:
         torch.set_num_threads(threads)
-    chosen = "pytorch" if backend in ("auto", "pytorch") else backend
-    if chosen == "onnxruntime":
-        raise InputError(target, "a checkpoint runs on pytorch or torch-compile; compress it for onnxruntime")
-    forward = torch.compile(model) if chosen == "torch-compile" else model
-
-    def run(rgb, audio):
-        with torch.inference_mode():
-            out = torch.sigmoid(forward(torch.from_numpy(rgb).to(device), torch.from_numpy(audio).to(device)))
-            return out.cpu().numpy()
-
+    chosen = "pytorch" if backend == "auto" else backend
+    run = torch_runner(model, device, precision, compile_model=chosen == "torch-compile", cuda_graphs=cuda_graphs,
+                       source=target)
     config = payload["model"]
-    facts = {"kind": "checkpoint", "backend": chosen, "precision": "fp32", "model": config["name"],
-             "rgb_dim": config["rgb_dim"], "audio_dim": config["audio_dim"], "num_classes": payload["num_classes"],
-             "device": device}
+    facts = {"kind": "checkpoint", "backend": chosen, "precision": precision, "cuda_graphs": cuda_graphs,
+             "model": config["name"], "rgb_dim": config["rgb_dim"], "audio_dim": config["audio_dim"],
+             "num_classes": payload["num_classes"], "device": device}
     return run, facts

@@ -78,6 +78,13 @@ def _distributed_from_env() -> _Distributed:
     return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def cpu_threads() -> int:
+    """OMP_NUM_THREADS when set, else the cores this process may run on (taskset, cgroups' cpusets)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _device(settings: TrainSettings, dist: _Distributed):
     import torch
 
@@ -87,7 +94,7 @@ def _device(settings: TrainSettings, dist: _Distributed):
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     if dist.world == 1:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cpu_threads())
     return torch.device("cpu")
 
 
