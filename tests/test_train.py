@@ -158,3 +158,14 @@ def test_kill_minus_nine_then_resume_loses_at_most_one_epoch(data, tmp_path):
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == done + 2  # header + every epoch exactly once
     assert load_checkpoint(run / "best.pt")["model"]["name"] == "attend_fusion"
+
+
+def test_lr_factor_warms_up_then_follows_the_schedule():
+    from avf.train.loop import lr_factor
+
+    cosine = lr_factor("cosine", total_steps=100, warmup_steps=10)
+    ramp = [cosine(step) for step in range(10)]
+    assert ramp == sorted(ramp) and ramp[0] == 0.1 and ramp[-1] == 1.0
+    assert cosine(10) == 1.0 and 0.49 < cosine(55) < 0.51 and cosine(100) == 0.0
+    assert [lr_factor("constant", 100, 4)(s) for s in (0, 3, 4, 99)] == [0.25, 1.0, 1.0, 1.0]
+    assert lr_factor("cosine", 100)(0) == 1.0  # no warm-up: the plain schedule

@@ -21,6 +21,7 @@ def train_command(
     lr: float = typer.Option(1e-4, "--lr"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     schedule: str = typer.Option("constant", "--schedule", help="constant or cosine."),
+    warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", help="Linear lr warm-up before the schedule."),
     seed: int = typer.Option(0, "--seed"),
     classes: int = typer.Option(None, "--classes", help="Class count (default: from the data's vocabulary)."),
     width: int = typer.Option(None, "--width", help="FC width (default 8192 baselines, 2048 proposed models)."),
@@ -45,7 +46,7 @@ def train_command(
 
     try:
         settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
-                                 lr=lr, weight_decay=weight_decay, schedule=schedule, seed=seed, num_classes=classes,
+                                 lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, seed=seed, num_classes=classes,
                                  width=width, attention_width=attention_width, dropout=dropout, heads=heads,
                                  device=device, precision=precision, prior_init=prior_init,
                                  identity_attention=identity_attention)

@@ -42,6 +42,8 @@ class TrainSettings(BaseModel):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
+    # Linear warm-up from lr/steps to lr over this many epochs, then the schedule (0: none).
+    warmup_epochs: float = Field(0.0, ge=0)
     seed: int = 0
     num_classes: int | None = None
     width: int | None = None
@@ -76,6 +78,21 @@ def _distributed_from_env() -> _Distributed:
     if world <= 1:
         return _Distributed()
     return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
+    """The multiplier of the base lr at each optimizer step: linear warm-up, then constant or cosine
+    decay to zero over the remaining steps."""
+    decay_steps = max(total_steps - warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
+        return 1.0
+
+    return factor
 
 
 def cpu_threads() -> int:
@@ -171,8 +188,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     steps_per_epoch = math.ceil(len(_epoch_indices(len(train_data), 0, 0, dist)) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-        if settings.schedule == "cosine" else (lambda step: 1.0))
+        optimizer, lr_factor(settings.schedule, total_steps, round(settings.warmup_epochs * steps_per_epoch)))
     autocast = _autocast_dtype(settings, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
     history: list[dict] = []
