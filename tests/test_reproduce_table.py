@@ -34,3 +34,6 @@ def test_reproduce_table_writes_tables_and_plot(tmp_path):
     # A second call reuses finished runs instead of training again.
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and ": training (" not in again.stdout
+    # A run trained by another recipe is refused rather than reported under this one.
+    other = subprocess.run([*args[:-4], "--identity-attention", *args[-4:]], capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "trained with another recipe (identity_attention=False)" in other.stderr

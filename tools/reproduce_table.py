@@ -33,25 +33,52 @@ def _finished(run: Path, epochs: int) -> bool:
 
 
 def train_models(args) -> list[dict]:
-    from avf.models.zoo import BASELINE_WIDTH, REGISTRY
-    from avf.train.loop import TrainSettings, train
+    from avf.train.loop import train
 
     rows = []
     for name in args.models:
         run = args.runs / name
+        settings = _settings(args, name, run)
+        _check_same_recipe(run, settings)
         if not _finished(run, args.epochs):
             started = time.perf_counter()
-            is_baseline = REGISTRY[name].builder.default_width == BASELINE_WIDTH
-            width = args.width or (args.baseline_width if is_baseline else None)
-            settings = TrainSettings(model=name, train=args.train, val=args.val, out=str(run), epochs=args.epochs,
-                                     lr=args.lr, batch_size=args.batch_size, schedule=args.schedule, seed=args.seed,
-                                     width=width)
             resume = (run / "last.pt").is_file()
             print(f"== {name}: training ({'resuming' if resume else 'new run'})", flush=True)
             train(settings, resume=resume, console=_console(), resume_epochs=args.epochs)
             print(f"== {name}: {time.perf_counter() - started:.0f} s", flush=True)
         rows.append(_row(name, run))
     return rows
+
+
+def _settings(args, name: str, run: Path):
+    from avf.models.zoo import BASELINE_WIDTH, REGISTRY
+    from avf.train.loop import TrainSettings
+
+    is_baseline = REGISTRY[name].builder.default_width == BASELINE_WIDTH
+    width = args.width or (args.baseline_width if is_baseline else None)
+    return TrainSettings(model=name, train=args.train, val=args.val, out=str(run), epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                         seed=args.seed, width=width,
+                         # a no-op without attention, so baseline runs are shared by both recipes
+                         identity_attention=args.identity_attention and REGISTRY[name].builder.uses_attention)
+
+
+# Settings a reused run must share with the requested recipe (out differs by design).
+RECIPE_KEYS = ("model", "train", "val", "epochs", "lr", "batch_size", "schedule", "warmup_epochs", "seed", "width",
+               "identity_attention", "dropout", "weight_decay", "prior_init")
+
+
+def _check_same_recipe(run: Path, settings) -> None:
+    """A run left in --runs by another recipe must not land in this table under this recipe's name."""
+    stored = json.loads((run / "metrics.json").read_text())["settings"] if (run / "metrics.json").is_file() else None
+    if stored is None:
+        return
+    wanted = settings.model_dump()
+    defaults = type(settings)(model="x", train="x", out="x").model_dump()
+    differ = [k for k in RECIPE_KEYS if stored.get(k, defaults[k]) != wanted[k]]
+    if differ:
+        raise SystemExit(f"{run}: trained with another recipe ({', '.join(f'{k}={stored.get(k)!r}' for k in differ)}); "
+                         f"use another --runs folder")
 
 
 def _console():
@@ -162,6 +189,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--schedule", default="cosine")
+    parser.add_argument("--warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--identity-attention", action="store_true",
+                        help="start attention value/output projections at the identity (attention models)")
     parser.add_argument("--width", type=int, default=None, help="override every model's FC width (default: paper's)")
     parser.add_argument("--baseline-width", type=int, default=None,
                         help="FC width of the FC baselines only (paper: 8192; smaller to fit a CPU budget)")
@@ -178,7 +208,9 @@ def main(argv=None) -> int:
     unknown = [m for m in args.models if m not in MODEL_NAMES]
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(MODEL_NAMES)}")
-    args.recipe = (f"`avf train` per model, AdamW lr {args.lr} ({args.schedule} schedule), weight decay 0.01, "
+    extras = "".join([f", {args.warmup_epochs:g} warm-up epochs" if args.warmup_epochs else "",
+                      ", identity-initialised attention (`--identity-attention`)" if args.identity_attention else ""])
+    args.recipe = (f"`avf train` per model, AdamW lr {args.lr} ({args.schedule} schedule{extras}), weight decay 0.01, "
                    f"batch {args.batch_size}, {args.epochs} epochs (the paper: 20), dropout 0.4, "
                    f"FC width {_width_text(args)}, classifier bias initialised to the label priors, "
                    f"seed {args.seed}; train {args.train}, validate {args.val}")
