@@ -113,7 +113,13 @@ def test_manifest_refuses_a_bench_of_another_target(checkpoint, artifact, tmp_pa
     with pytest.raises(InputError, match="a checkpoint"):
         build_manifest(artifact, load_profile("x86-cpu"), of_checkpoint)
     of_artifact = benchmark(artifact, batches=[1], scenarios=["single-stream"], duration=0.05, threads=1)
-    assert build_manifest(artifact, load_profile("x86-cpu"), of_artifact).backend == "onnxruntime"
+    manifest = build_manifest(artifact, load_profile("x86-cpu"), of_artifact)
+    assert manifest.backend == "onnxruntime" and "resident memory" in manifest.memory.source
+    # A GPU bench reports device memory (NVML); the manifest budgets that, not the host's RSS.
+    on_gpu = {**of_artifact, "memory": {**of_artifact["memory"], "device": {
+        "measured": True, "model_device_mib": 321.0, "source": "NVML device memory used after the runs minus before"}}}
+    manifest = build_manifest(artifact, load_profile("t4"), on_gpu)
+    assert manifest.memory.value == 321.0 and "NVML" in manifest.memory.source
     of_artifact["target_facts"]["onnx_sha256"] = "0" * 64
     with pytest.raises(InputError, match="another model.onnx"):
         build_manifest(artifact, load_profile("x86-cpu"), of_artifact)

@@ -57,7 +57,7 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
     if not target.exists():
         raise InputError(target, "no such checkpoint or artifact")
     threads = threads or os.cpu_count() or 1
-    rss_before = rss_mib()
+    rss_before, device_before = rss_mib(), _nvml_used_mib()
     run, facts = load_target(target, backend, threads, device, precision, cuda_graphs)
     device = facts["device"]  # GPU backends (TensorRT, ONNX Runtime CUDA) run on cuda whatever was asked
     rss_loaded = rss_mib()
@@ -93,7 +93,7 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
                         "peak_rss_mib": peak_rss_mib(), "model_rss_mib": rss_loaded - rss_before,
                         "method": "Linux /proc/self/status VmRSS around loading; peak from getrusage ru_maxrss "
                                   "(whole process, includes the Python runtime)",
-                        "device": _device_memory(device)}
+                        "device": _device_memory(device, device_before)}
     return result
 
 
@@ -104,7 +104,18 @@ def _energy(meter, joules: float | None, inferences: int) -> dict:
             "source": meter.source}
 
 
-def _device_memory(device: str) -> dict:
+def _nvml_used_mib() -> float | None:
+    """Device memory in use on GPU 0 now (NVML), or None without NVML or a GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used / 2**20
+    except Exception:  # no nvidia-ml-py, no driver, no GPU
+        return None
+
+
+def _device_memory(device: str, used_before_load_mib: float | None) -> dict:
     if device != "cuda":
         return {"measured": False, "reason": "not available: CPU run"}
     try:
@@ -114,8 +125,12 @@ def _device_memory(device: str) -> dict:
         info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
         import torch
 
-        return {"measured": True, "nvml_used_mib": info.used / 2**20, "nvml_total_mib": info.total / 2**20,
-                "torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20, "source": "NVML + torch.cuda"}
+        used = info.used / 2**20
+        return {"measured": True, "nvml_used_mib": used, "nvml_total_mib": info.total / 2**20,
+                "model_device_mib": None if used_before_load_mib is None else used - used_before_load_mib,
+                "torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
+                "source": "NVML device memory used after the runs minus before loading (includes the CUDA context, "
+                          "workspaces and graphs; other processes on the GPU add noise) + torch.cuda allocator peak"}
     except Exception as exc:  # NVML missing or failing: say so, never guess
         return {"measured": False, "reason": f"not available: {exc}"}
 

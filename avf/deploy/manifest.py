@@ -179,11 +179,17 @@ def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, 
     single = bench["scenarios"]["single-stream"]
     where = f"avf-bench single-stream on {bench['conditions'].get('gpu') or bench['conditions'].get('cpu')}"
     memory = bench["memory"]
+    on_device = memory.get("device", {})
+    if on_device.get("measured") and on_device.get("model_device_mib") is not None:  # a GPU run: GPU memory
+        memory_figure = Figure(status="measured", value=on_device["model_device_mib"], unit="MiB",
+                               source="avf-bench: " + on_device["source"])
+    else:
+        memory_figure = Figure(status="measured", value=memory["model_rss_mib"], unit="MiB",
+                               source="avf-bench: resident memory added by loading the model")
     energy = single["energy"]
     return (Figure(status="measured", value=single["p50_ms"], unit="ms", source=where),
             Figure(status="measured", value=single["p99_ms"], unit="ms", source=where),
-            Figure(status="measured", value=memory["model_rss_mib"], unit="MiB",
-                   source="avf-bench: resident memory added by loading the model"),
+            memory_figure,
             Figure(status="measured", value=energy["millijoules_per_inference"], unit="mJ", source=energy["source"])
             if energy["measured"] else Figure(status="not available", unit="mJ", source=energy["reason"]))
 
