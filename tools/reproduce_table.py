@@ -214,7 +214,8 @@ def main(argv=None) -> int:
                    f"batch {args.batch_size}, {args.epochs} epochs (the paper: 20), dropout 0.4, "
                    f"FC width {_width_text(args)}, classifier bias initialised to the label priors, "
                    f"seed {args.seed}; train {args.train}, validate {args.val}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
     args.conditions = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
                        f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}, "
                        f"torch {torch.__version__}, python {platform.python_version()}, avf commit {commit or 'unknown'}")
