@@ -157,12 +157,22 @@ def _plot(rows: list[dict], path: Path) -> None:
         print("matplotlib not installed: no plot (pip install -e '.[plot]')", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    left, left_below = None, False
+    for r in sorted(rows, key=lambda r: r["params_m"]):
         ax.scatter(r["params_m"], r["gap"], color="tab:blue")
-        ax.annotate(r["model"], (r["params_m"], r["gap"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        # a label goes below its point when the label of a close neighbour on the left sits at the same height
+        below = (left is not None and not left_below and r["params_m"] < 2 * left["params_m"]
+                 and abs(r["gap"] - left["gap"]) < 1.0)
+        ax.annotate(r["model"], (r["params_m"], r["gap"]), fontsize=7, xytext=(4, -9 if below else 3),
+                    textcoords="offset points")
+        left, left_below = r, below
         if r["paper_gap"] is not None:
             ax.scatter(r["paper_params_m"], r["paper_gap"], color="tab:gray", marker="x")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("parameters (M, log scale)")
     ax.set_ylabel("GAP@20 (%)")
     ax.set_title("GAP against model size: ours (dots) and the paper's (crosses)")
