@@ -26,6 +26,7 @@ from avf.compress.fold import count_parameters, fold_model
 from avf.compress.prune import distill, hidden_widths, prune_channels
 from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
+from avf.compress.tensorrt_check import check_tensorrt_compatibility
 from avf.compress.tensorrt_engine import build_engine, unavailable_reason
 from avf.data.vocabulary import file_sha256
 from avf.errors import InputError
@@ -153,7 +154,11 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         _restore_metadata(artifact, metadata)
         fp32.unlink(missing_ok=True)
 
-        report["tensorrt"] = _tensorrt(options, artifact, tmp, say)
+        report["tensorrt_check"] = check_tensorrt_compatibility(artifact)
+        report["tensorrt_compatible"] = report["tensorrt_check"]["tensorrt_compatible"]
+        say("tensorrt check: " + ("compatible" if report["tensorrt_compatible"] else
+                                  "not compatible: " + "; ".join(report["tensorrt_check"]["problems"])))
+        report["tensorrt"] = _tensorrt(options, artifact, tmp, say, report["tensorrt_check"])
         report["files"] = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                            for p in sorted(tmp.iterdir()) if not p.name.startswith(".")}
         report["io"] = {"inputs": {"rgb": ["batch", config["rgb_dim"]], "audio": ["batch", config["audio_dim"]]},
@@ -216,13 +221,19 @@ def _restore_metadata(artifact: Path, metadata: dict) -> None:
     onnx.save(proto, str(artifact))
 
 
-def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say) -> dict:
+def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: dict) -> dict:
+    """Build model.plan only when --backend tensorrt asked for it (README: never as a side effect)."""
+    if options.backend != "tensorrt":
+        return {"built": False, "reason": "engine not built: --backend onnxruntime (pass --backend tensorrt "
+                                          "to build model.plan)"}
     reason = unavailable_reason()
     if reason:
         say(f"tensorrt: engine not built: {reason}")
         return {"built": False, "reason": f"engine not built: {reason}"}
     if options.precision == "int8-dynamic":
         return {"built": False, "reason": "engine not built: weights-only INT8 is an ONNX Runtime CPU format"}
+    if not check["tensorrt_compatible"]:
+        return {"built": False, "reason": "engine not built: not TensorRT-compatible: " + "; ".join(check["problems"])}
     say("tensorrt: building the engine")
     return build_engine(artifact, tmp / ENGINE_FILE, options.precision)
 
