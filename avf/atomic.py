@@ -1,15 +1,27 @@
-"""Write outputs so that a crash or Ctrl-C never leaves a half-written file or directory."""
+"""The one output-safety path: every command checks its output here, then writes it atomically.
+
+Rules, the same for every command: an existing output needs ``--force``; an output is never one
+of the command's inputs, nor a folder that holds one (nor the current directory); ``--force``
+replaces only a folder this toolkit wrote (a recognizer per kind says so); the place must be
+writable before any work starts; the new file or folder is written under a temporary name beside
+the target and renamed into place only when complete, so an error, Ctrl-C or SIGTERM leaves the
+old output (or nothing) and no partial one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from avf.errors import InputError
+
+#: Says whether an existing folder is an output of ours of the expected kind (so --force may replace it).
+Recognizer = Callable[[Path], bool]
 
 
 def _default_mode(directory: bool) -> int:
@@ -19,16 +31,92 @@ def _default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def json_file_says(name: str, key: str, *values: str) -> Recognizer:
+    """A recognizer: the folder holds JSON file ``name`` whose ``key`` is one of ``values``."""
+
+    def recognize(folder: Path) -> bool:
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get(key) in values
+
+    return recognize
+
+
+def holds_file(name: str) -> Recognizer:
+    return lambda folder: (folder / name).is_file()
+
+
+def _writable_place(final: Path) -> None:
+    """Refuse before any work when the output cannot be created (a file in the way, no permission)."""
+    parent = final.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(final, f"cannot create it: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(final, f"cannot create it: no permission to write in {parent}")
+
+
+def check_output(final: str | Path, *, force: bool, directory: bool, inputs: Iterable[str | Path | None] = (),
+                 ours: Recognizer | None = None, what: str = "output") -> Path:
+    """Check an output path before any work starts; returns it. Every refusal is one InputError."""
+    final = Path(final)
+    if str(final).strip() in ("", "-"):
+        raise InputError(str(final), f"not a usable {what} path")
+    resolved = final.resolve()
+    if final.exists() or final.is_symlink():
+        if directory and not final.is_dir():
+            raise InputError(final, f"exists and is not a directory (the {what} is a folder)")
+        if not directory and final.is_dir():
+            raise InputError(final, f"is a directory; the {what} is a file: give a file name")
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if source == resolved:
+            raise InputError(final, f"is an input of this command; refusing to write the {what} over it")
+        if directory and source.is_relative_to(resolved):
+            raise InputError(final, f"holds an input of this command ({given}); refusing to use it as the {what} folder")
+    if directory and Path.cwd().resolve().is_relative_to(resolved):
+        raise InputError(final, f"is the current directory or holds it; choose a new folder for the {what}")
+    if final.exists():
+        if not force:
+            raise InputError(final, "already exists (pass --force to replace it)")
+        if directory and (ours is None or not ours(final)):
+            raise InputError(final, f"exists and is not {_article(what)} written by avf; refusing to replace it "
+                                    "even with --force (choose another path, or remove it yourself)")
+    _writable_place(final)
+    return final
+
+
+def _article(what: str) -> str:
+    return ("an " if what[:1] in "aeiou" else "a ") + what
+
+
+def check_can_create(final: Path, force: bool) -> None:
+    """The existence rule alone (for callers whose output kind is checked elsewhere)."""
+    if Path(final).exists() and not force:
+        raise InputError(final, "already exists (pass --force to replace it)")
+
+
 @contextmanager
 def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path beside ``final``; it replaces ``final`` only if the block succeeds.
 
     The temp name keeps ``suffix`` (some writers pick the format from it, e.g. ``.tmp.onnx``);
-    on any failure it is removed, so ``final`` is either the old file or the complete new one.
+    on any failure (Ctrl-C and SIGTERM included) it is removed, so ``final`` is either the old
+    file or the complete new one.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    except OSError as exc:
+        raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -44,21 +132,29 @@ def atomic_write_text(final: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def check_can_create(final: Path, force: bool) -> None:
-    if final.exists() and not force:
-        raise InputError(final, "already exists (pass --force to replace it)")
+@contextmanager
+def create_file(final: str | Path, *, force: bool, inputs: Iterable[str | Path | None] = (), what: str = "output",
+                suffix: str = ".tmp") -> Iterator[Path]:
+    """A user-named output file: the checks of :func:`check_output`, then :func:`atomic_file`."""
+    final = check_output(final, force=force, directory=False, inputs=inputs, what=what)
+    with atomic_file(final, suffix=suffix) as tmp:
+        yield tmp
 
 
 @contextmanager
-def atomic_directory(final: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_directory(final: str | Path, force: bool = False, *, ours: Recognizer | None = None,
+                     inputs: Iterable[str | Path | None] = (), what: str = "output") -> Iterator[Path]:
     """Yield a temp directory beside ``final``; rename it into place only if the block succeeds.
 
-    With ``force`` an existing ``final`` is replaced, and removed only after the new one is in.
+    With ``force`` an existing ``final`` that ``ours`` recognizes is replaced, and removed only
+    after the new one is in.
     """
-    final = Path(final)
-    check_can_create(final, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    final = check_output(final, force=force, directory=True, inputs=inputs, ours=ours, what=what)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise InputError(final, f"cannot create it: {exc.strerror or exc}") from None
     tmp.chmod(_default_mode(directory=True))  # mkdtemp makes it private; the result gets normal permissions
     try:
         yield tmp

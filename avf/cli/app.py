@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
+from rich.text import Text
 
-from avf import __version__
-from avf.cli.compress_commands import compress_command
-from avf.cli.data_commands import data_app
-from avf.cli.deploy_commands import bench_command, demo_command, deploy_app, predict_command, profiles_command
-from avf.cli.progress import stderr
-from avf.cli.model_commands import models_command
-from avf.cli.train_commands import eval_command, train_command
-from avf.errors import InputError
+from avf.threads import set_passive_waiting
+
+set_passive_waiting()  # before any command imports torch: idle OpenMP threads sleep instead of spinning
+
+from avf import __version__  # noqa: E402
+from avf.cli.compress_commands import compress_command  # noqa: E402
+from avf.cli.data_commands import data_app  # noqa: E402
+from avf.cli.deploy_commands import bench_command, demo_command, deploy_app, predict_command, profiles_command  # noqa: E402
+from avf.cli.progress import stderr  # noqa: E402
+from avf.cli.model_commands import models_command  # noqa: E402
+from avf.cli.train_commands import eval_command, train_command  # noqa: E402
+from avf.errors import InputError  # noqa: E402
 
 app = typer.Typer(
     name="avf",
@@ -46,16 +52,85 @@ def _root(
     """Audio-visual fusion video classifiers, from YouTube-8M features to a verified deployment."""
 
 
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwinds like Ctrl-C, so every atomic writer removes its temporary output.
+
+    Not a KeyboardInterrupt, which typer would turn into a bare exit code before cleanup is reported.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> None:
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _raise_interrupted)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """The one error path: ``error: <message>`` on one stderr line (no markup, brackets kept), exit ``code``."""
+    text = Text("error:", style="bold red")
+    text.append(" " + " ".join(str(message).split()))
+    stderr.print(text, soft_wrap=True, highlight=False)
+    raise SystemExit(code)
+
+
+def _validation_message(exc) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{exc.title}: {where + ': ' if where else ''}{error['msg']}"
+
+
 def run(args: list[str] | None = None) -> None:
-    """Run the app; bad input becomes one line on stderr and exit code 2, never a traceback."""
+    """Run the app; bad input becomes one ``error:`` line and exit code 2, never a traceback.
+
+    Usage errors (unknown option, out-of-range value), InputError, invalid files (pydantic),
+    operating-system errors (permission, no space) and running out of memory all take this one
+    path; a signal unwinds the command (removing temporary outputs) and exits 128 + signal.
+    """
+    from pydantic import ValidationError
+
+    try:  # typer >= 0.22 carries its own click
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
+    _install_signal_handlers()
     try:
-        app(args=args, prog_name="avf")
+        code = app(args=args, prog_name="avf", standalone_mode=False)
     except InputError as exc:
-        stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        stderr.print("[bold red]interrupted[/]: nothing partial was left behind", soft_wrap=True)
-        raise SystemExit(130) from None
+        fail(str(exc))
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # a bare `avf data`: its help
+            typer.echo(exc.ctx.get_help())
+            raise SystemExit(0) from None
+        command = exc.ctx.command_path if exc.ctx is not None else "avf"
+        fail(f"{command}: {exc.format_message()}")
+    except typer.Abort:
+        fail("aborted", 1)
+    except ValidationError as exc:
+        fail(_validation_message(exc))
+    except Interrupted as exc:
+        import signal
+
+        name = signal.Signals(exc.signum).name
+        stderr.print(Text(f"interrupted ({name}): nothing partial was left behind", style="bold red"), soft_wrap=True)
+        raise SystemExit(128 + exc.signum) from None
+    except MemoryError:
+        fail("out of memory: use a smaller --batch/--batch-size, fewer videos, or a machine with more memory")
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def main() -> None:

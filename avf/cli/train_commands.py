@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,25 +12,45 @@ from rich.console import Console
 stdout = Console()
 
 
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 def train_command(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="Registry name, e.g. attend_fusion (see `avf models`)."),
     train: str = typer.Option(..., "--train", help="Training data: feature store, TFRecord directory or quoted glob."),
     val: str = typer.Option(None, "--val", help="Validation data (same forms); scored every epoch."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints and metrics logs."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Total epochs (default 20; on --resume: the run's own)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Per process (torchrun multiplies it)."),
-    lr: float = typer.Option(1e-4, "--lr"),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    schedule: str = typer.Option("constant", "--schedule", help="constant or cosine."),
-    warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", help="Linear lr warm-up before the schedule."),
-    seed: int = typer.Option(0, "--seed"),
-    classes: int = typer.Option(None, "--classes", help="Class count (default: from the data's vocabulary)."),
-    width: int = typer.Option(None, "--width", help="FC width (default 8192 baselines, 2048 proposed models)."),
-    attention_width: int = typer.Option(None, "--attention-width"),
-    dropout: float = typer.Option(0.4, "--dropout"),
-    heads: int = typer.Option(8, "--heads"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
+    batch_size: int = typer.Option(256, "--batch-size", "--batch", min=1, help="Per process (torchrun multiplies it)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Must be > 0."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", min=0.0),
+    schedule: Schedule = typer.Option(Schedule.constant, "--schedule", help="constant or cosine."),
+    warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", min=0.0, help="Linear lr warm-up before the schedule."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    classes: int = typer.Option(None, "--classes", min=1, help="Class count (default: from the data's vocabulary)."),
+    width: int = typer.Option(None, "--width", min=1, help="FC width (default 8192 baselines, 2048 proposed models)."),
+    attention_width: int = typer.Option(None, "--attention-width", min=1, help="Must be divisible by --heads."),
+    dropout: float = typer.Option(0.4, "--dropout", help="In [0, 1)."),
+    heads: int = typer.Option(8, "--heads", min=1),
+    device: Device = typer.Option(Device.auto, "--device", help="auto, cpu or cuda."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: the cores this process may use)."),
     prior_init: bool = typer.Option(True, "--prior-init/--no-prior-init",
                                     help="Start the classifier bias at the training label priors (log-odds)."),
     identity_attention: bool = typer.Option(False, "--identity-attention",
@@ -44,18 +65,36 @@ def train_command(
     from avf.train.loop import TrainSettings
     from avf.train.loop import train as run_training
 
+    if resume and force:
+        raise InputError(None, "--resume continues the run in --out and --force starts it over: choose one")
     try:
         settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
-                                 lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, seed=seed, num_classes=classes,
-                                 width=width, attention_width=attention_width, dropout=dropout, heads=heads,
-                                 device=device, precision=precision, prior_init=prior_init,
-                                 identity_attention=identity_attention)
+                                 lr=lr, weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
+                                 seed=seed, num_classes=classes, width=width, attention_width=attention_width,
+                                 dropout=dropout, heads=heads, device=device.value, precision=precision.value,
+                                 threads=threads, prior_init=prior_init, identity_attention=identity_attention)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InputError(None, f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
-    result = run_training(settings, resume=resume, force=force, console=stdout, resume_epochs=epochs)
+        option = {"num_classes": "classes"}.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise InputError(None, f"--{option.replace('_', '-')}: {first['msg']}") from None
+    given = {_SETTING_OF_OPTION[name] for name in ctx.params if name in _SETTING_OF_OPTION and _given(ctx, name)}
+    result = run_training(settings, resume=resume, force=force, console=stdout, resume_epochs=epochs, given=given)
     if result["history"]:
-        stdout.print(f"checkpoints in {out}/ (best.pt, last.pt), metrics in {out}/metrics.csv", soft_wrap=True)
+        stdout.print(f"checkpoints in {out}/ (best.pt, last.pt), metrics in {out}/metrics.csv", soft_wrap=True,
+                     markup=False)
+
+
+#: Options that define a run (a different value on --resume is refused), by their TrainSettings name.
+_SETTING_OF_OPTION = {"model": "model", "train": "train", "val": "val", "batch_size": "batch_size", "lr": "lr",
+                      "weight_decay": "weight_decay", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
+                      "seed": "seed", "classes": "num_classes", "width": "width", "attention_width": "attention_width",
+                      "dropout": "dropout", "heads": "heads", "precision": "precision", "prior_init": "prior_init",
+                      "identity_attention": "identity_attention"}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def eval_command(
@@ -71,10 +110,14 @@ def eval_command(
     from avf.train.evaluate import evaluate_model
 
     payload = load_checkpoint(checkpoint)
-    dataset = load_training_data(data)
-    if dataset.num_classes != payload["num_classes"]:
-        raise InputError(checkpoint, f"model has {payload['num_classes']} classes, data {data} has {dataset.num_classes}")
     model = model_from_checkpoint(payload, checkpoint)
+    try:
+        dataset = load_training_data(data, payload["num_classes"])
+    except InputError as exc:
+        if "classes" not in exc.problem:
+            raise
+        raise InputError(exc.path, f"{exc.problem} (the checkpoint {checkpoint} has {payload['num_classes']} classes)",
+                         exc.offset) from None
     metrics = evaluate_model(model, dataset, batch_size)
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "data": data, "model": payload["model"]["name"],

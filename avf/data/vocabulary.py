@@ -35,14 +35,17 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def load_vocabulary(path: str | Path) -> Vocabulary:
-    """Read Index/Name columns; indices must run 0..N-1 (gaps get empty names)."""
+    """Read the Index and Name columns; every index 0..N-1 exactly once, or one error naming the line."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory; expected a vocabulary.csv file")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or "Index" not in reader.fieldnames:
-                raise InputError(path, "not a YouTube-8M vocabulary (no 'Index' column)")
-            rows = {}
+            missing = [column for column in ("Index", "Name") if column not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(path, f"not a YouTube-8M vocabulary (no {' or '.join(map(repr, missing))} column)")
+            rows: dict[int, str] = {}
             for line, row in enumerate(reader, start=2):
                 try:
                     index = int(row["Index"])
@@ -50,14 +53,22 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
                     raise InputError(path, f"line {line}: Index {row['Index']!r} is not an integer") from None
                 if index < 0:
                     raise InputError(path, f"line {line}: negative Index {index}")
+                if index in rows:
+                    raise InputError(path, f"line {line}: Index {index} appears twice")
                 rows[index] = (row.get("Name") or "").strip()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except UnicodeDecodeError:
         raise InputError(path, "not UTF-8 text") from None
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV: {exc}") from None
     if not rows:
         raise InputError(path, "vocabulary has no classes")
-    names = tuple(rows.get(i, "") for i in range(max(rows) + 1))
+    absent = sorted(set(range(max(rows) + 1)) - rows.keys())
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        raise InputError(path, f"indices must run 0..{max(rows)} without gaps; missing {len(absent)}: {shown}")
+    names = tuple(rows[i] for i in range(len(rows)))
     return Vocabulary(str(path), names, file_sha256(path))
 
 

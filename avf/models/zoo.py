@@ -61,9 +61,15 @@ class FusionModel(nn.Module):
         super().__init__()
         if tokens not in TOKENS:
             raise ValueError(f"tokens must be one of {', '.join(TOKENS)}, not {tokens!r}")
+        for name, value in (("num_classes", num_classes), ("width", width), ("attention_width", attention_width),
+                            ("heads", heads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
         self.num_classes, self.rgb_dim, self.audio_dim = num_classes, rgb_dim, audio_dim
-        self.width = width or self.default_width
-        self.attention_width = attention_width or self.width
+        self.width = self.default_width if width is None else width
+        self.attention_width = self.width if attention_width is None else attention_width
         if self.attention_width % heads:
             raise ValueError(f"attention width {self.attention_width} is not divisible by {heads} heads")
         self.dropout, self.heads, self.tokens = dropout, heads, tokens

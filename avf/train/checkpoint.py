@@ -44,8 +44,13 @@ def load_checkpoint(path: str | Path) -> dict:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        what = "an avf-compress artifact" if (path / "report.json").is_file() else "a directory"
+        raise InputError(path, f"is {what}, not a checkpoint file (.pt written by avf train)")
+    if not path.exists():
         raise InputError(path, "checkpoint not found")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file, not a checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
@@ -64,8 +69,17 @@ def model_from_checkpoint(payload: dict, path: str | Path = ""):
     """Rebuild the model and load its weights; a mismatch is refused with a clear message."""
     from avf.models import build_model
 
-    model = build_model(**payload["model"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        model = build_model(**payload["model"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"checkpoint describes a model this avf cannot build ({exc})") from None
+    state = payload["state_dict"]
+    broken = [name for name, tensor in state.items()
+              if getattr(tensor, "is_floating_point", lambda: False)() and not bool(tensor.isfinite().all())]
+    if broken:
+        raise InputError(path, f"checkpoint holds NaN/inf weights ({len(broken)} tensors, e.g. {broken[0]}): "
+                         "the training that wrote it diverged")
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(path, f"weights do not fit model {payload['model']['name']!r} "
                          f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -76,7 +76,7 @@ def load_training_data(spec: str | Path, num_classes: int | None = None) -> Trai
         raise InputError(spec, f"data has {vocab.num_classes} classes (its vocabulary.csv), expected {num_classes}")
     classes = num_classes or (vocab.num_classes if vocab else None)
     if classes is None:
-        raise InputError(spec, "class count unknown: pass --classes or put vocabulary.csv beside the shards")
+        raise InputError(spec, "class count unknown: put vocabulary.csv beside the shards (avf train also takes --classes)")
     rgb, audio, indptr, indices = [], [], [0], []
     for batch in iter_batches(shards, 8192, classes):
         rgb.append(batch.rgb)

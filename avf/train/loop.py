@@ -20,8 +20,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from avf.atomic import atomic_file, atomic_write_text
+from avf.atomic import atomic_file, atomic_write_text, check_output
 from avf.errors import InputError
+from avf.threads import check_fits, default_threads
 from avf.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from avf.train.data import TrainingData, load_training_data
 from avf.train.evaluate import evaluate_model
@@ -44,10 +45,10 @@ class TrainSettings(BaseModel):
     schedule: Literal["constant", "cosine"] = "constant"
     # Linear warm-up from lr/steps to lr over this many epochs, then the schedule (0: none).
     warmup_epochs: float = Field(0.0, ge=0)
-    seed: int = 0
-    num_classes: int | None = None
-    width: int | None = None
-    attention_width: int | None = None
+    seed: int = Field(0, ge=0)
+    num_classes: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1)
+    attention_width: int | None = Field(None, ge=1)
     dropout: float = Field(0.4, ge=0, lt=1)
     heads: int = Field(8, ge=1)
     tokens: Literal["single"] = "single"
@@ -60,6 +61,16 @@ class TrainSettings(BaseModel):
     prior_init: bool = True
     # Attention value/output projections start at the identity (see identity_attention_init_).
     identity_attention: bool = False
+    # CPU threads (default: the cores this process may use); not part of what defines the run.
+    threads: int | None = Field(None, ge=1)
+
+
+#: Settings that may change on --resume: they do not change what is being trained.
+RESUMABLE_CHANGES = {"out", "epochs", "device", "threads", "eval_batch_size"}
+
+
+class NonFiniteLoss(InputError):
+    """Training diverged (NaN/inf loss): stopped before a checkpoint of it was written."""
 
 
 @dataclass
@@ -95,13 +106,6 @@ def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
     return factor
 
 
-def cpu_threads() -> int:
-    """OMP_NUM_THREADS when set, else the cores this process may run on (taskset, cgroups' cpusets)."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        return int(os.environ["OMP_NUM_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _device(settings: TrainSettings, dist: _Distributed):
     import torch
 
@@ -111,7 +115,7 @@ def _device(settings: TrainSettings, dist: _Distributed):
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     if dist.world == 1:
-        torch.set_num_threads(cpu_threads())
+        torch.set_num_threads(settings.threads or default_threads())
     return torch.device("cpu")
 
 
@@ -134,15 +138,16 @@ def _epoch_indices(size: int, seed: int, epoch: int, dist: _Distributed) -> np.n
 
 
 def train(settings: TrainSettings, resume: bool = False, force: bool = False, console=None,
-          resume_epochs: int | None = None) -> dict:
+          resume_epochs: int | None = None, given: set[str] | None = None) -> dict:
     """Train per ``settings``; returns the final metrics history. Resumable from ``out/last.pt``.
 
     On resume the run's saved settings apply; ``resume_epochs`` (when given) changes the total
-    number of epochs, to extend or shorten the plan.
+    number of epochs, to extend or shorten the plan. A setting in ``given`` (what the user typed)
+    that differs from the run's own is refused, not silently ignored.
     """
     import torch
 
-    from avf.models import build_model, count_parameters
+    from avf.models import build_model, count_parameters, parameter_count
     from avf.models.blocks import identity_attention_init_
 
     from avf.models import MODEL_NAMES
@@ -151,11 +156,16 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
         raise InputError(None, f"unknown model {settings.model!r}; known models: {', '.join(MODEL_NAMES)}")
     dist = _distributed_from_env()
     out = Path(settings.out)
+    check_run_folder(out, [settings.train, settings.val])
     state = None
     if resume:
+        if not (out / LAST).is_file():
+            raise InputError(out, f"holds no run to resume (no {LAST}); drop --resume to start one")
         state = load_checkpoint(out / LAST)
         saved = TrainSettings(**state["settings"])
-        settings = saved.model_copy(update={"epochs": resume_epochs or saved.epochs})
+        _refuse_conflicts(saved, settings, given or set(), out / LAST)
+        settings = saved.model_copy(update={"epochs": resume_epochs or saved.epochs, "device": settings.device,
+                                            "threads": settings.threads})
     elif (out / LAST).exists() and not force:
         raise InputError(out, "already holds a run (pass --resume to continue it, or --force to start over)")
 
@@ -169,8 +179,16 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     torch.manual_seed(settings.seed)
     model_kwargs = {k: v for k, v in {"width": settings.width, "attention_width": settings.attention_width}.items()
                     if v is not None}
-    model = build_model(settings.model, num_classes=train_data.num_classes, dropout=settings.dropout,
-                        heads=settings.heads, tokens=settings.tokens, **model_kwargs)
+    model_kwargs.update(num_classes=train_data.num_classes, dropout=settings.dropout, heads=settings.heads,
+                        tokens=settings.tokens)
+    try:
+        parameters = parameter_count(settings.model, **model_kwargs)
+    except ValueError as exc:  # e.g. an attention width not divisible by the heads
+        raise InputError(None, f"{settings.model}: {exc}") from None
+    # weights, gradients and AdamW's two moments, float32
+    check_fits(parameters * 4 * 4, f"{settings.model} with {parameters:,} parameters",
+               "choose a smaller --width/--attention-width")
+    model = build_model(settings.model, **model_kwargs)
     model_config = model.config()
     if settings.prior_init and state is None:
         _init_classifier_to_priors(model, train_data)
@@ -241,6 +259,10 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
                 scaler.update()
                 scheduler.step()
                 batch = len(labels)
+                if not math.isfinite(loss.item()):
+                    raise NonFiniteLoss(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
+                                        f"{epoch}, step {first // settings.batch_size + 1} (no checkpoint of it was "
+                                        "written; try a lower --lr, or check the data for extreme values)")
                 loss_sum += loss.item() * batch
                 seen += batch
                 if device.type == "cuda":
@@ -292,6 +314,44 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     if writer is not None:
         writer.close()
     return {"history": history, "run": run_info, "settings": settings.model_dump()}
+
+
+def check_run_folder(out: Path, inputs: list[str | None]) -> None:
+    """A run folder is a directory (new or existing), writable, and none of the training inputs."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory (--out is the run folder)")
+    for given in inputs:
+        if given and Path(given).resolve() == out.resolve():
+            raise InputError(out, "is the training data itself; choose another --out")
+    if (out / LAST).is_dir() or (out / BEST).is_dir():
+        raise InputError(out, f"holds a folder named {LAST} or {BEST}; choose another --out")
+    check_output(out / METRICS_JSON, force=True, directory=False, what="metrics log")
+
+
+def _refuse_conflicts(saved: TrainSettings, asked: TrainSettings, given: set[str], last: Path) -> None:
+    conflicts = []
+    for name in sorted(given - RESUMABLE_CHANGES):
+        old, new = getattr(saved, name), getattr(asked, name)
+        if old == new:
+            continue
+        if name in ("train", "val") and old and new and _same_data(old, new):
+            continue
+        conflicts.append(f"{name} {new!r} (the run has {old!r})")
+    if conflicts:
+        raise InputError(last, "--resume continues the run as it was started; these options differ: "
+                         + "; ".join(conflicts) + ". Start a new run in another --out to change them")
+
+
+def _same_data(old: str, new: str) -> bool:
+    """Two data specs name the same data when they expand to the same files (or the same store)."""
+    from avf.data.sources import expand_sources
+
+    if Path(old).resolve() == Path(new).resolve():
+        return True
+    try:
+        return [p.resolve() for p in expand_sources(old)] == [p.resolve() for p in expand_sources(new)]
+    except InputError:
+        return False
 
 
 def _init_classifier_to_priors(model, data: TrainingData) -> None:
