@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avf.atomic import atomic_file, atomic_write_text
-from avf.deploy.latency import measure_latency
-from avf.deploy.power import energy_meter
+from avf.deploy.power import energy_meter, measure_with_energy, nvml_handle
 from avf.deploy.target import BACKENDS, load_target
 from avf.errors import InputError
 
@@ -73,22 +72,21 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
     if "single-stream" in scenarios:
         rgb, audio = inputs(1)
         say(f"single-stream: batch 1 for {duration:g} s")
-        meter.start() if meter.available else None
-        latency = measure_latency(lambda: run(rgb, audio), warmup=20, min_iterations=50, min_seconds=duration)
-        joules = meter.stop() if meter.available else None
+        latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=20, min_iterations=50,
+                                              min_seconds=duration)  # the meter starts after the warm-up
         result["scenarios"]["single-stream"] = {**latency, "energy": _energy(meter, joules, latency["iterations"] + 0)}
     if "offline" in scenarios:
         rows = []
         for batch in batches:
             rgb, audio = inputs(batch)
             say(f"offline: batch {batch} for {duration:g} s")
-            meter.start() if meter.available else None
-            latency = measure_latency(lambda: run(rgb, audio), warmup=5, min_iterations=10, min_seconds=duration)
-            joules = meter.stop() if meter.available else None
+            latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=5, min_iterations=10,
+                                                  min_seconds=duration)
             seconds = latency["mean_ms"] * latency["iterations"] / 1e3
             rows.append({"batch": batch, "samples_per_s": batch * latency["iterations"] / seconds,
                          "batch_latency": latency, "energy": _energy(meter, joules, latency["iterations"] * batch)})
         result["scenarios"]["offline"] = rows
+    meter.close()
     result["memory"] = {"rss_before_load_mib": rss_before, "rss_after_load_mib": rss_loaded, "rss_end_mib": rss_mib(),
                         "peak_rss_mib": peak_rss_mib(), "model_rss_mib": rss_loaded - rss_before,
                         "method": "Linux /proc/self/status VmRSS around loading; peak from getrusage ru_maxrss "
@@ -105,12 +103,12 @@ def _energy(meter, joules: float | None, inferences: int) -> dict:
 
 
 def _nvml_used_mib() -> float | None:
-    """Device memory in use on GPU 0 now (NVML), or None without NVML or a GPU."""
+    """Device memory in use now on the CUDA device (NVML), or None without NVML or a GPU."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used / 2**20
+        return pynvml.nvmlDeviceGetMemoryInfo(nvml_handle(pynvml)).used / 2**20
     except Exception:  # no nvidia-ml-py, no driver, no GPU
         return None
 
@@ -122,7 +120,7 @@ def _device_memory(device: str, used_before_load_mib: float | None) -> dict:
         import pynvml
 
         pynvml.nvmlInit()
-        info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
+        info = pynvml.nvmlDeviceGetMemoryInfo(nvml_handle(pynvml))  # the CUDA device, matched by UUID
         import torch
 
         used = info.used / 2**20
@@ -157,7 +155,7 @@ def conditions(threads: int, device: str) -> dict:
 
             pynvml.nvmlInit()
             facts["driver"] = pynvml.nvmlSystemGetDriverVersion()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            handle = nvml_handle(pynvml)
             facts["sm_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
             facts["power_limit_w"] = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3
         except Exception as exc:  # record what could not be read

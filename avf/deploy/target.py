@@ -8,7 +8,6 @@ are measured through the same harness.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +40,9 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
     if precision or cuda_graphs:
         raise InputError(target, "--precision and --cuda-graphs apply to checkpoints; an artifact keeps the "
                                  "precision avf-compress gave it")
-    if not (target / "model.onnx").is_file():
-        raise InputError(target, "not an avf-compress artifact (no model.onnx)")
-    report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
+    from avf.deploy.artifact import open_artifact
+
+    report = open_artifact(target, deploying=False)  # report checked, every file re-hashed
     backend = "onnxruntime" if backend == "auto" else backend
     if backend == "tensorrt":
         from avf.compress.pipeline import ENGINE_FILE
@@ -55,14 +54,17 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
         runtime = {"tensorrt": tensorrt.__version__, "batch_range": [model.min_batch, model.max_batch]}
         device = "cuda"
     else:
-        from avf.compress.runtime import OnnxModel
-
         ort_device = ORT_DEVICE[backend] or ("cuda" if device == "cuda" else "cpu")
-        try:
-            model = OnnxModel(target / "model.onnx", threads=threads, device=ort_device)
-        except RuntimeError as exc:  # the execution provider is missing
-            raise InputError(target, f"--backend {backend}: {exc}") from None
-        runtime = {"providers": model.session.get_providers()}
+        if ort_device == "cpu":
+            from avf.compress.runtime import OnnxModel
+
+            model = OnnxModel(target / "model.onnx", threads=threads, device="cpu")
+            runtime = {"providers": model.session.get_providers()}
+        else:  # configured provider options; refused when ONNX Runtime falls back to another provider
+            from avf.compress.ort_gpu import GpuOnnxModel
+
+            model = GpuOnnxModel(target / "model.onnx", ort_device, backend, threads=threads)
+            runtime = {"providers": model.session.get_providers(), "provider_options": model.provider_options}
         device = "cpu" if ort_device == "cpu" else "cuda"
     if hasattr(model, "metadata"):
         metadata = model.metadata

@@ -1,6 +1,6 @@
 """Running a serialized TensorRT engine (``model.plan`` in an avf-compress artifact).
 
-TensorRT 10's name-based API: the engine's I/O tensors are found by name (rgb, audio,
+TensorRT 10/11's name-based API (the engine is strongly typed, see avf.compress.tensorrt_engine): the engine's I/O tensors are found by name (rgb, audio,
 probabilities), shapes are set per call within the engine's optimisation profile, and device
 buffers are PyTorch CUDA tensors, so no extra CUDA binding library is needed. Measured latency
 includes the host-to-device copy of the request and the copy of the probabilities back.
@@ -41,29 +41,31 @@ class TensorRTModel:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if set(inputs) != {"rgb", "audio"} or outputs != ["probabilities"]:
-            raise InputError(self.path, f"expected inputs rgb, audio and output probabilities, found {', '.join(names)}")
-        self.rgb_dim = self.engine.get_tensor_shape("rgb")[1]
-        self.audio_dim = self.engine.get_tensor_shape("audio")[1]
+        if not inputs or not set(inputs) <= {"rgb", "audio"} or outputs != ["probabilities"]:
+            raise InputError(self.path, f"expected inputs rgb and/or audio and output probabilities, found {', '.join(names)}")
+        self.inputs = inputs  # a single-modality model's engine has one
+        self.rgb_dim = self.engine.get_tensor_shape("rgb")[1] if "rgb" in inputs else None
+        self.audio_dim = self.engine.get_tensor_shape("audio")[1] if "audio" in inputs else None
         self.num_classes = self.engine.get_tensor_shape("probabilities")[1]
-        self.min_batch, _, self.max_batch = (shape[0] for shape in self.engine.get_tensor_profile_shape("rgb", 0))
+        self.min_batch, _, self.max_batch = (shape[0] for shape in self.engine.get_tensor_profile_shape(inputs[0], 0))
         self.output_dtype = {trt.float32: torch.float32, trt.float16: torch.float16}[
             self.engine.get_tensor_dtype("probabilities")]
         self.stream = torch.cuda.Stream()
 
     def __call__(self, rgb: np.ndarray, audio: np.ndarray) -> np.ndarray:
         torch = self._torch
-        batch = rgb.shape[0]
+        batch = (rgb if rgb is not None else audio).shape[0]
         if not self.min_batch <= batch <= self.max_batch:
             raise InputError(self.path, f"batch {batch} is outside the engine's profile "
                                         f"({self.min_batch}..{self.max_batch}); rebuild it for larger batches")
         with torch.cuda.stream(self.stream):
-            rgb_t = torch.from_numpy(np.ascontiguousarray(rgb, np.float32)).cuda(non_blocking=True)
-            audio_t = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).cuda(non_blocking=True)
+            given = {"rgb": rgb, "audio": audio}
+            tensors = {name: torch.from_numpy(np.ascontiguousarray(given[name], np.float32)).cuda(non_blocking=True)
+                       for name in self.inputs}
             out = torch.empty((batch, self.num_classes), dtype=self.output_dtype, device="cuda")
-            self.context.set_input_shape("rgb", tuple(rgb_t.shape))
-            self.context.set_input_shape("audio", tuple(audio_t.shape))
-            for name, tensor in (("rgb", rgb_t), ("audio", audio_t), ("probabilities", out)):
+            for name, tensor in tensors.items():
+                self.context.set_input_shape(name, tuple(tensor.shape))
+            for name, tensor in (*tensors.items(), ("probabilities", out)):
                 self.context.set_tensor_address(name, tensor.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"{self.path}: TensorRT execution failed")
