@@ -1,8 +1,15 @@
-"""Turn what a user types (a file, a directory, a glob, or a list of them) into shard paths."""
+"""Turn what a user types (a file, a directory, a glob, or a list of them) into shard paths.
+
+An existing path is always taken literally, so a file whose name holds glob characters
+(``clip[1].tfrecord``) is read, not treated as a pattern. Only regular files are returned: a
+FIFO, socket or device is refused here (reading one could block forever).
+"""
 
 from __future__ import annotations
 
 import glob as globlib
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +17,22 @@ from avf.errors import InputError
 
 #: Files a directory contributes: YouTube-8M names its shards ``train0000.tfrecord`` etc.
 TFRECORD_PATTERNS = ("*.tfrecord", "*.tfrecords", "*.tfrecord.gz", "*.tfrecord-*")
+
+
+def _regular(path: Path) -> bool:
+    """True for a regular file; InputError for a FIFO/socket/device; False for directories."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot stat ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        return False
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
+        raise InputError(path, f"is {kind}, not a regular file (TFRecords are read from regular files only)")
+    return True
 
 
 def expand_sources(spec: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -23,14 +46,18 @@ def expand_sources(spec: str | Path | Iterable[str | Path]) -> list[Path]:
         path = Path(text).expanduser()
         if path.is_dir():
             matches = sorted({m for pattern in TFRECORD_PATTERNS for m in path.glob(pattern)})
+            matches = [m for m in matches if _regular(m)]
             if not matches:
                 raise InputError(path, "directory holds no TFRecord files (*.tfrecord)")
+        elif os.path.lexists(path):  # an existing literal path wins over globbing
+            if not _regular(path):
+                raise InputError(path, "is a directory, expected a TFRecord file")
+            matches = [path]
         elif globlib.has_magic(text):
-            matches = sorted(Path(m) for m in globlib.glob(str(path)) if Path(m).is_file())
+            matches = sorted(Path(m) for m in globlib.glob(str(path)))
+            matches = [m for m in matches if _regular(m)]
             if not matches:
                 raise InputError(text, "pattern matches no files")
-        elif path.exists():
-            matches = [path]
         else:
             raise InputError(path, "file not found")
         for match in matches:

@@ -4,6 +4,14 @@ Video-level files hold ``tf.train.Example`` with ``id``, ``labels``, ``mean_rgb`
 floats) and ``mean_audio`` (128 floats). Frame-level files hold ``tf.train.SequenceExample``
 with context ``id``/``labels`` and feature lists ``rgb``/``audio``: one uint8 string per
 second, quantized over [-2, 2]. The level is read from each record, not from the file name.
+
+One decoder serves both readers. Records are decoded a batch at a time: numpy recognises the
+canonical video-level layout (the one TensorFlow writes: four features, each one packed
+block) for the whole batch at once and gathers features straight into the batch arrays; any
+record it does not recognise goes through the strict wire decoder in
+``avf.data.example_proto``. Then one vectorised check runs over the batch (UTF-8 ids, label
+range, finite features, segment annotations). ``iter_records`` and ``iter_batches`` are both
+views of those checked batches, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -13,11 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from google.protobuf.message import DecodeError
+from numpy.lib.stride_tricks import sliding_window_view
 
-from avf.data.example_proto import RawRecord, Record
+from avf.data.example_proto import (
+    BYTES,
+    FLOAT,
+    INT64,
+    KIND_NAMES,
+    Feature,
+    RawRecord,
+    ShapeError,
+    WireError,
+    parse_frames,
+    parse_record,
+)
 from avf.data.sources import expand_sources
-from avf.data.tfrecord import iter_payloads
+from avf.data.tfrecord import RecordChunk, iter_chunks
 from avf.errors import RecordError, SchemaError
 
 RGB_DIM = 1024
@@ -68,153 +87,6 @@ class VideoRecord:
         return int(self.rgb.shape[0]) if self.level == "frame" else 1
 
 
-class _Context:
-    """Where a record came from, so every error names the file, offset and video."""
-
-    __slots__ = ("path", "offset", "payload", "video")
-
-    def __init__(self, path, offset, payload):
-        self.path, self.offset, self.payload, self.video = path, offset, payload, None
-
-    def fail(self, problem: str) -> SchemaError:
-        prefix = f"video {self.video!r}: " if self.video else ""
-        return SchemaError(self.path, prefix + problem, self.offset)
-
-
-def _parse(payload: bytes, ctx: _Context):
-    try:
-        return RawRecord.FromString(payload)
-    except DecodeError as exc:
-        raise RecordError(ctx.path, f"payload is not a tf.train.Example/SequenceExample ({exc})", ctx.offset) from None
-
-
-def _bytes_feature(feature_map, key: str, ctx: _Context, required: bool = True) -> bytes | None:
-    if key not in feature_map:
-        if required:
-            raise ctx.fail(f"no {key!r} feature (not a YouTube-8M record?)")
-        return None
-    values = feature_map[key].bytes_list.value
-    if len(values) != 1:
-        raise ctx.fail(f"{key!r} must hold one bytes value, found {len(values)}")
-    return values[0]
-
-
-def _int_feature(feature_map, key: str) -> np.ndarray:
-    if key not in feature_map:
-        return np.empty(0, np.int64)
-    values = feature_map[key].int64_list.value
-    return np.fromiter(values, dtype=np.int64, count=len(values))
-
-
-def _float_feature(feature_map, key: str, size: int, ctx: _Context) -> np.ndarray:
-    if key not in feature_map:
-        raise ctx.fail(f"no {key!r} feature (not a YouTube-8M video-level record?)")
-    blocks = feature_map[key].float_list.value
-    raw = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-    if len(raw) != 4 * size:
-        values = _standard_floats(ctx, key)
-        if values.size != size:
-            raise ctx.fail(f"{key!r} has {values.size} values, expected {size}")
-        return values
-    values = np.frombuffer(bytearray(raw), dtype="<f4")
-    if not np.isfinite(values).all():
-        raise ctx.fail(f"{key!r} holds NaN or inf values")
-    return values
-
-
-def _standard_floats(ctx: _Context, key: str) -> np.ndarray:
-    """Re-read a float feature with the plain schema (handles unpacked encodings)."""
-    record = Record.FromString(ctx.payload)
-    values = np.array(record.features.feature[key].float_list.value, dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise ctx.fail(f"{key!r} holds NaN or inf values")
-    return values
-
-
-def _check_labels(labels: np.ndarray, num_classes: int | None, ctx: _Context) -> None:
-    if labels.size == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0:
-        raise ctx.fail(f"negative label index {low}")
-    if num_classes is not None and high >= num_classes:
-        raise ctx.fail(f"label index {high} outside the vocabulary of {num_classes} classes")
-
-
-def _frame_list(feature_lists, key: str, width: int, ctx: _Context) -> np.ndarray:
-    if key not in feature_lists:
-        raise ctx.fail(f"no {key!r} feature list (not a YouTube-8M frame-level record?)")
-    frames = feature_lists[key].feature
-    try:
-        chunks = [frame.bytes_list.value[0] for frame in frames]
-    except IndexError:
-        raise ctx.fail(f"{key!r} has a frame with no bytes value") from None
-    joined = bytearray().join(chunks)
-    if len(joined) != width * len(chunks):
-        bad = next(i for i, chunk in enumerate(chunks) if len(chunk) != width)
-        raise ctx.fail(f"{key!r} frame {bad} has {len(chunks[bad])} bytes, expected {width}")
-    return np.frombuffer(joined, dtype=np.uint8).reshape(len(chunks), width)
-
-
-def decode_record(
-    payload: bytes,
-    path: str = "",
-    offset: int = -1,
-    num_classes: int | None = DEFAULT_NUM_CLASSES,
-    dequantize_frames: bool = True,
-) -> VideoRecord:
-    """Decode and validate one serialized Example or SequenceExample."""
-    ctx = _Context(path, offset, payload)
-    record = _parse(payload, ctx)
-    context = record.features.feature
-    raw_id = _bytes_feature(context, "id", ctx)
-    try:
-        ctx.video = raw_id.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ctx.fail("'id' is not UTF-8 text") from None
-    labels = _int_feature(context, "labels")
-    _check_labels(labels, num_classes, ctx)
-
-    # Real video-level shards carry an empty feature_lists field, so decide by content.
-    lists = record.feature_lists.feature_list
-    if "mean_rgb" not in context and len(lists):
-        rgb = _frame_list(lists, "rgb", RGB_DIM, ctx)
-        audio = _frame_list(lists, "audio", AUDIO_DIM, ctx)
-        if rgb.shape[0] != audio.shape[0]:
-            raise ctx.fail(f"{rgb.shape[0]} rgb frames but {audio.shape[0]} audio frames")
-        if rgb.shape[0] == 0:
-            raise ctx.fail("frame-level record has no frames")
-        if dequantize_frames:
-            rgb, audio = dequantize(rgb), dequantize(audio)
-        result = VideoRecord(ctx.video, labels, rgb, audio, "frame", str(path), offset)
-        if "segment_start_times" in context:
-            result.segment_start_times = _int_feature(context, "segment_start_times")
-            result.segment_labels = _int_feature(context, "segment_labels")
-            scores = context["segment_scores"].float_list.value if "segment_scores" in context else []
-            result.segment_scores = np.frombuffer(bytearray().join(scores), dtype="<f4")
-        return result
-
-    rgb = _float_feature(context, "mean_rgb", RGB_DIM, ctx)
-    audio = _float_feature(context, "mean_audio", AUDIO_DIM, ctx)
-    return VideoRecord(ctx.video, labels, rgb, audio, "video", str(path), offset)
-
-
-def iter_records(
-    source: str | Path | Iterable[str | Path],
-    num_classes: int | None = DEFAULT_NUM_CLASSES,
-    dequantize_frames: bool = True,
-) -> Iterator[VideoRecord]:
-    """Yield every video in a file, directory, glob, or list of them, checking CRCs and schema.
-
-    ``num_classes`` bounds label indices (None: only non-negative); frame features are
-    dequantized exactly as the official starter code does unless ``dequantize_frames=False``.
-    """
-    for path in expand_sources(source):
-        name = str(path)
-        for offset, payload in iter_payloads(path):
-            yield decode_record(payload, name, offset, num_classes, dequantize_frames)
-
-
 @dataclass(slots=True)
 class VideoBatch:
     """A batch of video-level records: stacked features and labels in CSR form."""
@@ -236,56 +108,556 @@ class VideoBatch:
         return dense
 
 
-def _batch_from_records(records: list[VideoRecord]) -> VideoBatch:
-    for record in records:
-        if record.level != "video":
-            raise SchemaError(
-                record.source, f"video {record.id!r}: frame-level record in a video-level batch "
-                "read (use iter_records, or a feature store, for frame-level data)", record.offset)
-    counts = [record.labels.size for record in records]
-    return VideoBatch(
-        ids=[record.id for record in records],
-        rgb=np.stack([record.rgb for record in records]),
-        audio=np.stack([record.audio for record in records]),
-        label_indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        label_indices=np.concatenate([record.labels for record in records]),
-    )
+# ----------------------------------------------------------------------------- the decoder
+
+_CONTEXT_KEYS = {name.encode(): name for name in (
+    "id", "labels", "mean_rgb", "mean_audio", "segment_start_times", "segment_labels", "segment_scores")}
+_LIST_KEYS = {b"rgb": "rgb", b"audio": "audio"}
+_RGB_BYTES, _AUDIO_BYTES = 4 * RGB_DIM, 4 * AUDIO_DIM
+#: Entries the numpy path follows per record; a record with more goes to the exact decoder.
+_FAST_MAX_ENTRIES = 8
+#: Force every record through the exact decoder (tests compare both paths with it).
+FORCE_EXACT = False
+#: (key length, key bytes, Feature kind tag) the numpy path looks for: id, labels, mean_rgb,
+#: mean_audio, then the segment keys (which send a record to the exact decoder).
+_FAST_KEYS = [(len(key), np.frombuffer(key, np.uint8), tag) for key, tag in (
+    (b"id", 0x0A), (b"labels", 0x1A), (b"mean_rgb", 0x12), (b"mean_audio", 0x12),
+    (b"segment_start_times", 0), (b"segment_labels", 0), (b"segment_scores", 0))]
+_KEY_WIDTH = max(length for length, _, _ in _FAST_KEYS)
 
 
-def _fast_batch(payloads: list[tuple[str, int, bytes]], num_classes: int | None) -> VideoBatch | None:
-    """Decode a batch touching each record only through the C parser; None if anything is
-    unusual (missing field, split float blocks, bad values), so the exact path can explain."""
-    ids, rgbs, audios, labels, counts = [], [], [], [], []
-    parse = RawRecord.FromString
+@dataclass(slots=True)
+class _Frame:
+    rgb: np.ndarray
+    audio: np.ndarray
+    segment_start_times: np.ndarray | None = None
+    segment_labels: np.ndarray | None = None
+    segment_scores: np.ndarray | None = None
+
+
+class _Failure(Exception):
+    """A record refused while decoding: row, error class and problem."""
+
+    def __init__(self, row: int, cls: type, problem: str, video: bytes | None = None):
+        super().__init__(problem)
+        self.row, self.cls, self.problem, self.video = row, cls, problem, video
+
+
+class _Rows:
+    """Decoded records waiting to be checked: feature rows go straight into batch arrays."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.rgb = np.empty((capacity, RGB_DIM), np.float32)
+        self.audio = np.empty((capacity, AUDIO_DIM), np.float32)
+        self.ids: list[bytes] = []
+        self.labels: list[np.ndarray] = []  # int64 pieces, concatenated in row order
+        self.label_counts: list[np.ndarray] = []
+        self.paths: list[tuple[int, str]] = []  # (first row, path) whenever the path changes
+        self.offsets: list[int] = []
+        self.frames: dict[int, _Frame] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def path_of(self, row: int) -> str:
+        found = ""
+        for first, path in self.paths:
+            if first > row:
+                break
+            found = path
+        return found
+
+
+def _len2(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Length varints of at most 2 bytes (< 16384) at ``pos``: values and the position after.
+    A longer one gets a value no range check can pass, leaving its record to the exact path."""
+    b0 = a.take(pos, mode="clip")
+    b1 = a.take(pos + 1, mode="clip")
+    two = b0 >= 0x80
+    value = np.where(two, (b0 & 0x7F) | (b1.astype(np.int64) << 7), b0)
+    bad = two & (b1 >= 0x80)
+    if bad.any():
+        value[bad] = 1 << 40
+    return value, pos + 1 + two
+
+
+def _fast_video(a: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Recognise canonical video-level records (a whole chunk at once).
+
+    Returns ``ok`` and, per record, where the id, labels, mean_rgb and mean_audio data start
+    and how long they are. A record is ``ok`` only when every byte of its structure is
+    accounted for: top-level ``features`` (then nothing, or an empty ``feature_lists``), at
+    most 8 map entries of the form key/value, each Feature one list of one block, the four
+    wanted keys once each with the right kinds and sizes (labels optional, packed), lengths
+    below 16384. Anything else is left to the exact decoder, so this path can only be faster,
+    never different. Every byte read for an accepted record lies inside it (reads past the
+    buffer are clipped, and only happen for records that are then refused).
+    """
+    n = len(starts)
+    size = len(a)
+    if size < _RGB_BYTES + _AUDIO_BYTES:
+        zeros = np.zeros((4, n), np.int64)
+        return np.zeros(n, bool), zeros, zeros
+    ok = (a.take(starts, mode="clip") == 0x0A) & (starts < ends) & (ends <= size)
+    flen, fstart = _len2(a, starts + 1)
+    fend = fstart + flen
+    ok &= (fend == ends) | ((fend + 2 == ends) & (a.take(fend, mode="clip") == 0x12)
+                            & (a.take(fend + 1, mode="clip") == 0))
+    seen = np.zeros((4, n), np.int64)
+    data_start = np.zeros((4, n), np.int64)
+    data_len = np.zeros((4, n), np.int64)
+    window = sliding_window_view(a, _KEY_WIDTH)
+    cur = fstart
+    for _ in range(_FAST_MAX_ENTRIES):
+        active = ok & (cur < fend)
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        c = cur[idx]
+        elen, q = _len2(a, c + 1)
+        qend = q + elen
+        klen = a.take(q + 1, mode="clip").astype(np.int64)
+        kend = q + 2 + klen
+        vlen, fs = _len2(a, kend + 1)
+        llen, ls = _len2(a, fs + 1)
+        dlen, ds = _len2(a, ls + 1)
+        tag = a.take(fs, mode="clip")
+        empty = llen == 0
+        good = ((a.take(c, mode="clip") == 0x0A) & (a.take(q, mode="clip") == 0x0A) & (klen < 0x80)
+                & (a.take(kend, mode="clip") == 0x12) & (qend <= fend[idx]) & (vlen > 0)
+                & (fs + vlen == qend) & (ls + llen == qend) & (q + 2 <= size - _KEY_WIDTH)
+                & (empty | ((a.take(ls, mode="clip") == 0x0A) & (ds + dlen == qend))))
+        dlen[empty] = 0
+        keyb = window[np.minimum(q + 2, size - _KEY_WIDTH)]
+        for k, (length, pattern, kind_tag) in enumerate(_FAST_KEYS):
+            hit = klen == length
+            if not hit.any():
+                continue
+            hit &= good & (keyb[:, :length] == pattern).all(axis=1)
+            if k >= 4:  # segment annotations: the exact decoder handles them
+                good &= ~hit
+                continue
+            rows = idx[hit]
+            seen[k, rows] += 1
+            # a wanted key of the wrong kind: leave the record (and the reason) to the exact path
+            good &= ~hit | (tag == kind_tag)
+            data_start[k, rows] = ds[hit]
+            data_len[k, rows] = dlen[hit]
+        ok[idx[~good]] = False
+        cur = cur.copy() if cur is fstart else cur
+        cur[idx] = qend
+    ok &= cur >= fend
+    ok &= (seen[0] == 1) & (data_len[0] > 0) & (seen[1] <= 1) & (seen[2] == 1) & (seen[3] == 1)
+    ok &= (data_len[2] == _RGB_BYTES) & (data_len[3] == _AUDIO_BYTES)
+    return ok, data_start, data_len
+
+
+def _packed_varints(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
+    """Decode packed int64 blocks: (ok per block, counts per block, values)."""
+    total = int(lengths.sum())
+    n = len(starts)
+    if total == 0:
+        return np.ones(n, bool), np.zeros(n, np.int64), np.zeros(0, np.int64)
+    first = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    idx = np.repeat(starts - first, lengths) + np.arange(total)
+    b = a[idx]
+    last = b < 0x80
+    block_end = first + lengths - 1
+    ok = np.ones(n, bool)
+    nonempty = lengths > 0
+    ok[nonempty] = last[block_end[nonempty]]
+    # the value each byte belongs to, and the byte's place in it
+    value_id = np.cumsum(last) - last
+    value_start = np.flatnonzero(np.r_[True, last[:-1]])
+    place = np.arange(total) - value_start[np.minimum(value_id, len(value_start) - 1)]
+    too_long = place >= 10
+    if too_long.any():
+        block_of_byte = np.repeat(np.arange(n), lengths)
+        ok[np.unique(block_of_byte[too_long])] = False
+        place = np.minimum(place, 9)
+    contrib = (b & 0x7F).astype(np.uint64) << (7 * place).astype(np.uint64)
+    values = np.bitwise_or.reduceat(contrib, value_start) if value_start.size else np.zeros(0, np.uint64)
+    ends_before = np.zeros(total + 1, np.int64)
+    np.cumsum(last, out=ends_before[1:])
+    counts = ends_before[first + lengths] - ends_before[first]
+    if not last[-1]:
+        values = values[: int(last.sum())]  # a last, unterminated value belongs to a refused block
+    return ok, counts, values.view(np.int64)
+
+
+def _exact(buf: bytes, start: int, end: int, row: int, allow_frames: bool):
+    """Decode one record with the strict wire decoder; returns ('video', id, labels, rgb, audio)
+    or ('frame', id, labels, _Frame). Raises _Failure with the reason otherwise."""
+    video_id = None
     try:
-        for _, _, payload in payloads:
-            context = parse(payload).features.feature
-            ids.append(context["id"].bytes_list.value[0])
-            rgbs.append(context["mean_rgb"].float_list.value[0])
-            audios.append(context["mean_audio"].float_list.value[0])
-            values = context["labels"].int64_list.value
-            labels.extend(values)
-            counts.append(len(values))
-    except (IndexError, DecodeError):
-        return None
-    n = len(payloads)
-    rgb_bytes, audio_bytes = bytearray().join(rgbs), bytearray().join(audios)
-    if len(rgb_bytes) != 4 * RGB_DIM * n or len(audio_bytes) != 4 * AUDIO_DIM * n:
-        return None
-    rgb = np.frombuffer(rgb_bytes, dtype="<f4").reshape(n, RGB_DIM)
-    audio = np.frombuffer(audio_bytes, dtype="<f4").reshape(n, AUDIO_DIM)
-    label_indices = np.array(labels, dtype=np.int64)
-    if not (np.isfinite(rgb).all() and np.isfinite(audio).all()):
-        return None
-    if label_indices.size and (label_indices.min() < 0 or (num_classes is not None and label_indices.max() >= num_classes)):
-        return None
-    try:
-        id_text = [raw.decode("utf-8") for raw in ids]
-    except UnicodeDecodeError:
-        return None
-    indptr = np.zeros(n + 1, dtype=np.int64)
+        parsed = parse_record(buf, start, end, _CONTEXT_KEYS, _LIST_KEYS)
+        context = parsed.context
+        video_id = _one_bytes(context, "id")
+        labels = _int64s(context, "labels")
+        if "mean_rgb" not in context and parsed.list_count:
+            if not allow_frames:
+                raise ShapeError("frame-level record in a video-level batch read (use iter_records, "
+                                 "or a feature store, for frame-level data)")
+            return "frame", video_id, labels, _frame_features(buf, parsed, context)
+        rgb = _floats(context, "mean_rgb", RGB_DIM)
+        audio = _floats(context, "mean_audio", AUDIO_DIM)
+        return "video", video_id, labels, rgb, audio
+    except WireError as exc:
+        raise _Failure(row, RecordError, f"payload is not a tf.train.Example/SequenceExample ({exc})") from None
+    except ShapeError as exc:
+        raise _Failure(row, SchemaError, str(exc), video_id) from None
+
+
+def _one_bytes(context: dict[str, Feature], key: str) -> bytes:
+    feature = context.get(key)
+    if feature is None:
+        raise ShapeError(f"no {key!r} feature (not a YouTube-8M record?)")
+    if feature.kind != BYTES:
+        raise ShapeError(f"{key!r} is {KIND_NAMES[feature.kind]}, expected one byte string")
+    if len(feature.values) != 1:
+        raise ShapeError(f"{key!r} must hold one bytes value, found {len(feature.values)}")
+    return feature.values[0]
+
+
+def _int64s(context: dict[str, Feature], key: str, required: bool = False) -> np.ndarray:
+    feature = context.get(key)
+    if feature is None or feature.kind is None:
+        if required:
+            raise ShapeError(f"no {key!r} feature")
+        return np.zeros(0, np.int64)
+    if feature.kind != INT64:
+        raise ShapeError(f"{key!r} is {KIND_NAMES[feature.kind]}, expected an int64 list")
+    return feature.values
+
+
+def _floats(context: dict[str, Feature], key: str, size: int | None, required: bool = True) -> np.ndarray:
+    feature = context.get(key)
+    if feature is None:
+        if required:
+            raise ShapeError(f"no {key!r} feature (not a YouTube-8M video-level record?)")
+        return np.zeros(0, np.float32)
+    if feature.kind not in (FLOAT, None):
+        raise ShapeError(f"{key!r} is {KIND_NAMES[feature.kind]}, expected a float list")
+    values = np.frombuffer(feature.values or b"", "<f4").astype(np.float32)
+    if size is not None and values.size != size:
+        raise ShapeError(f"{key!r} has {values.size} values, expected {size}")
+    return values
+
+
+def _frame_features(buf: bytes, parsed, context: dict[str, Feature]) -> _Frame:
+    blocks = {}
+    for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
+        if key not in parsed.lists:
+            raise ShapeError(f"no {key!r} feature list (not a YouTube-8M frame-level record?)")
+        start, end = parsed.lists[key]
+        blocks[key] = parse_frames(buf, start, end, width, key)
+    rgb, audio = blocks["rgb"], blocks["audio"]
+    if rgb.shape[0] != audio.shape[0]:
+        raise ShapeError(f"{rgb.shape[0]} rgb frames but {audio.shape[0]} audio frames")
+    if rgb.shape[0] == 0:
+        raise ShapeError("frame-level record has no frames")
+    frame = _Frame(rgb, audio)
+    segment_keys = ("segment_start_times", "segment_labels", "segment_scores")
+    if any(key in context for key in segment_keys):
+        missing = [key for key in segment_keys if key not in context]
+        if missing:
+            raise ShapeError(f"segment annotations without {missing[0]!r}")
+        frame.segment_start_times = _int64s(context, "segment_start_times")
+        frame.segment_labels = _int64s(context, "segment_labels")
+        frame.segment_scores = _floats(context, "segment_scores", None)
+        sizes = {frame.segment_start_times.size, frame.segment_labels.size, frame.segment_scores.size}
+        if len(sizes) != 1:
+            raise ShapeError(
+                f"segment annotations of different lengths: {frame.segment_start_times.size} start times, "
+                f"{frame.segment_labels.size} labels, {frame.segment_scores.size} scores")
+    return frame
+
+
+def _decode_chunk(chunk: RecordChunk, i0: int, i1: int, rows: _Rows, allow_frames: bool) -> None:
+    """Decode records i0..i1 of a chunk into the next rows; _Failure names the first bad one."""
+    r0 = len(rows)
+    n = i1 - i0
+    buf = chunk.buf
+    a = np.frombuffer(buf, np.uint8)
+    starts = np.array(chunk.starts[i0:i1], np.int64)
+    ends = starts + np.array(chunk.lengths[i0:i1], np.int64)
+    if FORCE_EXACT:
+        ok = np.zeros(n, bool)
+        data_start = data_len = np.zeros((4, n), np.int64)
+    else:
+        ok, data_start, data_len = _fast_video(a, starts, ends)
+    fast = np.flatnonzero(ok)
+    counts = np.zeros(n, np.int64)
+    values = np.zeros(0, np.int64)
+    if fast.size:
+        lab_ok, lab_counts, values = _packed_varints(a, data_start[1, fast], data_len[1, fast])
+        if not lab_ok.all():  # a malformed label block: the exact decoder says why
+            ok[fast[~lab_ok]] = False
+            fast = fast[lab_ok]
+            _, lab_counts, values = _packed_varints(a, data_start[1, fast], data_len[1, fast])
+        counts[fast] = lab_counts
+        rgb_u8 = rows.rgb[r0 : r0 + n].view(np.uint8)
+        audio_u8 = rows.audio[r0 : r0 + n].view(np.uint8)
+        # a row gather from a sliding-window view: one copy of each block, no per-record work
+        rgb_u8[fast] = sliding_window_view(a, _RGB_BYTES)[data_start[2, fast]]
+        audio_u8[fast] = sliding_window_view(a, _AUDIO_BYTES)[data_start[3, fast]]
+    id_start, id_len = data_start[0].tolist(), data_len[0].tolist()
+    ids = [buf[s : s + k] for s, k in zip(id_start, id_len)]
+    slow = np.flatnonzero(~ok)
+    failure = None
+    if slow.size:
+        label_rows = {}
+        for j in slow.tolist():
+            try:
+                out = _exact(buf, int(starts[j]), int(ends[j]), r0 + j, allow_frames)
+            except _Failure as exc:
+                failure = exc
+                break
+            ids[j] = out[1]
+            label_rows[j] = out[2]
+            counts[j] = out[2].size
+            if out[0] == "video":
+                rows.rgb[r0 + j], rows.audio[r0 + j] = out[3], out[4]
+            else:
+                rows.frames[r0 + j] = out[3]
+        pieces, fast_pos = [], 0
+        fast_counts = counts[fast] if fast.size else counts[:0]
+        fast_ends = np.cumsum(fast_counts)
+        fast_index = {int(j): k for k, j in enumerate(fast)}
+        limit = failure.row - r0 if failure else n
+        for j in range(limit):
+            if j in label_rows:
+                pieces.append(label_rows[j])
+            else:
+                k = fast_index[j]
+                pieces.append(values[fast_ends[k] - fast_counts[k] : fast_ends[k]])
+        values = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        if failure:
+            n = limit
+            counts, ids = counts[:n], ids[:n]
+    rows.ids.extend(ids)
+    rows.labels.append(values.astype(np.int64, copy=False))
+    rows.label_counts.append(counts)
+    segments = chunk.segments
+    for k, (first, path) in enumerate(segments):
+        following = segments[k + 1][0] if k + 1 < len(segments) else len(chunk)
+        if first < i1 and following > i0 and (not rows.paths or rows.paths[-1][1] != path):
+            rows.paths.append((r0 + max(first - i0, 0), path))
+    rows.offsets.extend(chunk.offsets[i0:i1])  # the failing row's too, for its error
+    if failure:
+        raise failure
+
+
+def _check(rows: _Rows, num_classes: int | None) -> tuple[list[str], np.ndarray, np.ndarray, _Failure | None]:
+    """The value checks, over a whole batch: returns ids, label indptr and values, and the
+    first failing row (if any) with its reason."""
+    n = len(rows)
+    problems: list[tuple[int, str]] = []
+    ids: list[str] = []
+    for i, raw in enumerate(rows.ids):
+        try:
+            ids.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems.append((i, "'id' is not UTF-8 text"))
+            break
+    counts = np.concatenate(rows.label_counts) if rows.label_counts else np.zeros(0, np.int64)
+    if len(rows.labels) == 1:
+        values = rows.labels[0]
+    else:
+        values = np.concatenate(rows.labels) if rows.labels else np.zeros(0, np.int64)
+    indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return VideoBatch(id_text, rgb, audio, indptr, label_indices)
+    if values.size:
+        bad = values < 0
+        if num_classes is not None:
+            bad |= values >= num_classes
+        if bad.any():
+            pos = int(np.argmax(bad))
+            row = int(np.searchsorted(indptr, pos, side="right")) - 1
+            value = int(values[pos])
+            problems.append((row, f"negative label index {value}" if value < 0 else
+                             f"label index {value} outside the vocabulary of {num_classes} classes"))
+    for name, block in (("mean_rgb", rows.rgb[:n]), ("mean_audio", rows.audio[:n])):
+        finite = np.isfinite(block).all(axis=1)
+        if rows.frames:
+            finite[list(rows.frames)] = True
+        if not finite.all():
+            problems.append((int(np.argmin(finite)), f"{name!r} holds NaN or inf values"))
+    for row, frame in rows.frames.items():
+        if frame.segment_labels is None:
+            continue
+        problem = None
+        if frame.segment_start_times.size and frame.segment_start_times.min() < 0:
+            problem = f"negative segment start time {int(frame.segment_start_times.min())}"
+        elif frame.segment_labels.size and frame.segment_labels.min() < 0:
+            problem = f"negative segment label {int(frame.segment_labels.min())}"
+        elif num_classes is not None and frame.segment_labels.size and frame.segment_labels.max() >= num_classes:
+            problem = (f"segment label {int(frame.segment_labels.max())} outside the vocabulary of "
+                       f"{num_classes} classes")
+        elif not np.isfinite(frame.segment_scores).all():
+            problem = "'segment_scores' holds NaN or inf values"
+        if problem:
+            problems.append((row, problem))
+    failure = None
+    if problems:
+        row, problem = min(problems, key=lambda item: item[0])
+        failure = _Failure(row, SchemaError, problem)
+    return ids, indptr, values, failure
+
+
+def _error(rows: _Rows, failure: _Failure):
+    row = failure.row
+    raw = rows.ids[row] if row < len(rows.ids) else failure.video
+    prefix = ""
+    if raw:
+        try:
+            prefix = f"video {raw.decode('utf-8')!r}: "
+        except UnicodeDecodeError:
+            prefix = ""
+    return failure.cls(rows.path_of(row), prefix + failure.problem, rows.offsets[row])
+
+
+def _checked_rows(paths, capacity: int, num_classes: int | None, allow_frames: bool):
+    """Yield (rows, ids, indptr, values) in batches of ``capacity`` checked records, then
+    (after the good rows before it) raise the error of the first bad record, in file order."""
+    rows = _Rows(capacity)
+    chunks = _merged_chunks(paths, capacity)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except RecordError as framing:  # the records before it were decoded: check them first
+            ids, indptr, values, failure = _check(rows, num_classes)
+            if failure:
+                if failure.row:
+                    yield _partial(rows, ids, indptr, values, failure.row)
+                raise _error(rows, failure) from None
+            if len(rows):
+                yield _partial(rows, ids, indptr, values, len(rows))
+            raise framing
+        i = 0
+        while i < len(chunk):
+            take = min(len(chunk) - i, capacity - len(rows))
+            try:
+                _decode_chunk(chunk, i, i + take, rows, allow_frames)
+            except _Failure as decode_failure:
+                ids, indptr, values, failure = _check(rows, num_classes)
+                first = failure if failure and failure.row < decode_failure.row else decode_failure
+                if first.row:
+                    yield _partial(rows, ids, indptr, values, first.row)
+                raise _error(rows, first) from None
+            i += take
+            if len(rows) == capacity:
+                ids, indptr, values, failure = _check(rows, num_classes)
+                if failure:
+                    if failure.row:
+                        yield _partial(rows, ids, indptr, values, failure.row)
+                    raise _error(rows, failure) from None
+                yield rows, ids, indptr, values
+                rows = _Rows(capacity)
+    if len(rows):
+        ids, indptr, values, failure = _check(rows, num_classes)
+        if failure:
+            if failure.row:
+                yield _partial(rows, ids, indptr, values, failure.row)
+            raise _error(rows, failure) from None
+        yield rows, ids, indptr, values
+
+
+def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
+    """Chunks of at least ``target`` records where files are small: shards of a few hundred
+    records are decoded together, so numpy's per-call cost is shared by a whole batch. The
+    records before a framing error come out before the error does."""
+    group: list[RecordChunk] = []
+    count = 0
+    try:
+        for path in paths:
+            for chunk in iter_chunks(path):
+                if count == 0 and len(chunk) >= target:
+                    yield chunk
+                    continue
+                group.append(chunk)
+                count += len(chunk)
+                if count >= target:
+                    yield _merge(group)
+                    group, count = [], 0
+    except RecordError:
+        if group:
+            yield _merge(group)
+        raise
+    if group:
+        yield _merge(group)
+
+
+def _merge(group: list[RecordChunk]) -> RecordChunk:
+    if len(group) == 1:
+        return group[0]
+    starts, lengths, offsets, segments = [], [], [], []
+    base = records = 0
+    for chunk in group:
+        starts.extend([start + base for start in chunk.starts])
+        lengths.extend(chunk.lengths)
+        offsets.extend(chunk.offsets)
+        segments.extend((first + records, path) for first, path in chunk.segments)
+        base += len(chunk.buf)
+        records += len(chunk)
+    return RecordChunk(group[0].path, b"".join(chunk.buf for chunk in group), offsets, starts, lengths, segments)
+
+
+def _partial(rows: _Rows, ids, indptr, values, n: int):
+    """The good rows before a bad one (iter_records hands them out before raising)."""
+    return _PartialRows(rows, n), ids[:n], indptr[: n + 1], values[: indptr[n]]
+
+
+class _PartialRows:
+    def __init__(self, rows: _Rows, n: int):
+        self.rows, self.n = rows, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getattr__(self, name):
+        return getattr(self.rows, name)
+
+
+def _records_from(rows, ids, indptr, values, dequantize_frames: bool) -> Iterator[VideoRecord]:
+    frames = rows.frames
+    offsets = rows.offsets
+    path_starts = rows.paths
+    p, next_switch, path = 0, 0, ""
+    for i in range(len(rows)):
+        while p < len(path_starts) and path_starts[p][0] <= i:
+            path = path_starts[p][1]
+            p += 1
+        labels = values[indptr[i] : indptr[i + 1]]
+        frame = frames.get(i) if frames else None
+        if frame is None:
+            yield VideoRecord(ids[i], labels, rows.rgb[i], rows.audio[i], "video", path, offsets[i])
+            continue
+        rgb, audio = frame.rgb, frame.audio
+        if dequantize_frames:
+            rgb, audio = dequantize(rgb), dequantize(audio)
+        yield VideoRecord(ids[i], labels, rgb, audio, "frame", path, offsets[i],
+                          frame.segment_start_times, frame.segment_labels, frame.segment_scores)
+
+
+def iter_records(
+    source: str | Path | Iterable[str | Path],
+    num_classes: int | None = DEFAULT_NUM_CLASSES,
+    dequantize_frames: bool = True,
+) -> Iterator[VideoRecord]:
+    """Yield every video in a file, directory, glob, or list of them, checking CRCs and schema.
+
+    ``num_classes`` bounds label indices (None: only non-negative); frame features are
+    dequantized exactly as the official starter code does unless ``dequantize_frames=False``.
+    Records are decoded and checked in batches of 1024 (the checks ``iter_batches`` applies);
+    the good records before a bad one are yielded before its error is raised.
+    """
+    for checked in _checked_rows(expand_sources(source), 1024, num_classes, allow_frames=True):
+        yield from _records_from(*checked, dequantize_frames)
 
 
 def iter_batches(
@@ -293,36 +665,47 @@ def iter_batches(
     batch_size: int = 1024,
     num_classes: int | None = DEFAULT_NUM_CLASSES,
 ) -> Iterator[VideoBatch]:
-    """Yield video-level batches with the same checks as ``iter_records``, several times faster.
+    """Yield video-level batches, decoded and checked exactly as ``iter_records`` does.
 
-    Batches may span shards; the last one may be short.
+    Batches may span shards; the last one may be short. A frame-level record is an error.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    pending: list[tuple[str, int, bytes]] = []
+    for rows, ids, indptr, values in _checked_rows(expand_sources(source), batch_size, num_classes, allow_frames=False):
+        if isinstance(rows, _PartialRows):
+            continue  # only iter_records hands out the records before an error
+        n = len(rows)
+        rgb, audio = (rows.rgb, rows.audio) if n == rows.capacity else (rows.rgb[:n], rows.audio[:n])
+        yield VideoBatch(ids, rgb, audio, indptr, values)
 
-    def flush() -> VideoBatch:
-        batch = _fast_batch(pending, num_classes)
-        if batch is None:  # re-decode exactly: raises the precise error, or handles odd encodings
-            batch = _batch_from_records(
-                [decode_record(payload, name, offset, num_classes) for name, offset, payload in pending])
-        pending.clear()
-        return batch
 
-    for path in expand_sources(source):
-        name = str(path)
-        for offset, payload in iter_payloads(path):
-            pending.append((name, offset, payload))
-            if len(pending) == batch_size:
-                yield flush()
-    if pending:
-        yield flush()
+def decode_record(
+    payload: bytes,
+    path: str = "",
+    offset: int = -1,
+    num_classes: int | None = DEFAULT_NUM_CLASSES,
+    dequantize_frames: bool = True,
+) -> VideoRecord:
+    """Decode and validate one serialized Example or SequenceExample (same checks as the readers)."""
+    payload = bytes(payload)
+    chunk = RecordChunk(Path(path), payload, [offset], [0], [len(payload)])
+    rows = _Rows(1)
+    try:
+        _decode_chunk(chunk, 0, 1, rows, allow_frames=True)
+    except _Failure as failure:
+        raise _error(rows, failure) from None
+    ids, indptr, values, failure = _check(rows, num_classes)
+    if failure:
+        raise _error(rows, failure)
+    (record,) = _records_from(rows, ids, indptr, values, dequantize_frames)
+    record.source = str(path)
+    return record
 
 
 def detect_level(path: str | Path) -> str:
     """'video' or 'frame', from the shard's first record."""
-    for offset, payload in iter_payloads(path):
-        return decode_record(payload, str(path), offset, None, dequantize_frames=False).level
+    for chunk in iter_chunks(path):
+        return decode_record(chunk.payload(0), str(path), chunk.offsets[0], None, dequantize_frames=False).level
     raise SchemaError(path, "shard holds no records")
 
 
