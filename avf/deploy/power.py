@@ -141,9 +141,11 @@ def is_jetson() -> bool:
 def jtop_total_mw(power) -> float | None:
     """Total board power in mW from jtop's ``.power``, whatever jetson-stats version wrote it.
 
-    * jetson-stats 4.2 and later: ``{"rail": {name: {...}}, "tot": {"power": mW, "avg": mW, ...}}``
-      (``PowerService.get_status``), ``tot`` being VDD_IN/POM_5V_IN or the sum of the rails.
-    * older releases: a tuple ``(total, rails)`` with ``total = {"cur": mW, "avg": mW}``.
+    * current jetson-stats (4.x ``jtop/core/power.py``, ``PowerService.get_status``):
+      ``{"rail": {name: {...}}, "tot": {"power": mW, "avg": mW, ...}}``, ``tot`` being VDD_IN or
+      POM_5V_IN, or the sum of the rails.
+    * older jetson-stats (``jtop.power`` in 3.x): a tuple ``(total, rails)`` with
+      ``total = {"cur": mW, "avg": mW}``.
     * a dict with rails but no total: the VDD_IN (Orin) or POM_5V_IN (Xavier/Nano) rail.
     None when none of these is there.
     """
