@@ -168,18 +168,26 @@ class Feature:
         return len(self.values)
 
 
+_SPLIT = "is split into several packed blocks or mixes packed and unpacked values (legal protobuf, but TensorFlow reads only part of it)"
+
+
 def _int64_values(buf: bytes, pos: int, end: int, out: list[int]) -> None:
+    packed = unpacked = 0
     for number, wire, a, b in _fields(buf, pos, end):
         if number != 1:
             raise WireError(f"unexpected field {number} in an Int64List")
         if wire == 0:
+            unpacked += 1
             out.append(a)
         elif wire == 2:
+            packed += 1
             while a < b:
                 value, a = _varint(buf, a, b)
                 out.append(value)
         else:
             raise WireError(f"Int64List value with wire type {wire}")
+    if packed > 1 or (packed and unpacked):
+        raise ShapeError(f"an int64 list {_SPLIT}")
 
 
 def parse_feature(buf: bytes, pos: int, end: int) -> Feature:
@@ -200,13 +208,17 @@ def parse_feature(buf: bytes, pos: int, end: int) -> Feature:
             values.append(buf[a:b])
         return Feature(BYTES, values)
     if kind == FLOAT:
-        blocks = []
+        blocks, packed = [], 0
         for number, wire, a, b in _fields(buf, start, stop):
             if number != 1 or wire not in (2, 5):
                 raise WireError(f"unexpected field {number} (wire type {wire}) in a FloatList")
-            if wire == 2 and (b - a) % 4:
-                raise WireError(f"packed float block of {b - a} bytes is not a multiple of 4")
+            if wire == 2:
+                packed += 1
+                if (b - a) % 4:
+                    raise WireError(f"packed float block of {b - a} bytes is not a multiple of 4")
             blocks.append(buf[a:b])
+        if packed > 1 or (packed and len(blocks) > packed):
+            raise ShapeError(f"a float list {_SPLIT}")
         return Feature(FLOAT, b"".join(blocks))
     values: list[int] = []
     _int64_values(buf, start, stop, values)
@@ -256,7 +268,10 @@ def parse_record(buf: bytes, pos: int, end: int, context_keys: dict[bytes, str],
                     continue
                 if name in out.context:
                     raise ShapeError(f"feature {name!r} appears more than once")
-                out.context[name] = parse_feature(buf, c, d)
+                try:
+                    out.context[name] = parse_feature(buf, c, d)
+                except (WireError, ShapeError) as exc:
+                    raise type(exc)(f"{name!r}: {exc}") from None
         else:
             for key, c, d in _map_entries(buf, a, b, "FeatureLists"):
                 out.list_count += 1

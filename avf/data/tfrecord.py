@@ -203,7 +203,7 @@ class RecordChunk:
         return self.buf[start : start + self.lengths[i]]
 
 
-def iter_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES, max_gzip_bytes: int | None = None) -> Iterator[RecordChunk]:
+def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes: int | None = None) -> Iterator[RecordChunk]:
     """Yield the file's records in chunks, both CRCs checked.
 
     On bad framing, the records before the bad one are yielded first, then RecordError is
@@ -211,6 +211,7 @@ def iter_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES, max_gzip_bytes
     mismatch (not a TFRecord, or a corrupt header), a payload CRC mismatch, corrupt GZIP.
     """
     path = Path(path)
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     fh, info = _open_regular(path)
     with fh:
         head = fh.read(_HEADER.size)
