@@ -10,6 +10,7 @@ old output (or nothing) and no partial one.
 
 from __future__ import annotations
 
+import glob as globlib
 import json
 import os
 import shutil
@@ -70,17 +71,14 @@ def check_output(final: str | Path, *, force: bool, directory: bool, inputs: Ite
     resolved = final.resolve()
     if final.exists() or final.is_symlink():
         if directory and not final.is_dir():
-            raise InputError(final, f"exists and is not a directory (the {what} is a folder)")
+            raise InputError(final, f"exists and is not a directory (the {what} must be one)")
         if not directory and final.is_dir():
             raise InputError(final, f"is a directory; the {what} is a file: give a file name")
-    for given in inputs:
-        if given is None:
-            continue
-        source = Path(given).resolve()
+    for given, source in _input_paths(inputs):
         if source == resolved:
             raise InputError(final, f"is an input of this command; refusing to write the {what} over it")
         if directory and source.is_relative_to(resolved):
-            raise InputError(final, f"holds an input of this command ({given}); refusing to use it as the {what} folder")
+            raise InputError(final, f"holds an input of this command ({given}); refusing to use it for the {what}")
     if directory and Path.cwd().resolve().is_relative_to(resolved):
         raise InputError(final, f"is the current directory or holds it; choose a new folder for the {what}")
     if final.exists():
@@ -91,6 +89,18 @@ def check_output(final: str | Path, *, force: bool, directory: bool, inputs: Ite
                                     "even with --force (choose another path, or remove it yourself)")
     _writable_place(final)
     return final
+
+
+def _input_paths(inputs: Iterable[str | Path | None]) -> Iterator[tuple[str, Path]]:
+    """Each input as given and resolved; a glob also yields every file it matches."""
+    for given in inputs:
+        if given is None:
+            continue
+        text = str(given)
+        yield text, Path(text).expanduser().resolve()
+        if not Path(text).exists() and globlib.has_magic(text):
+            for match in globlib.glob(text):
+                yield match, Path(match).resolve()
 
 
 def _article(what: str) -> str:

@@ -115,18 +115,18 @@ def test_manifest_refuses_a_bench_of_another_target(checkpoint, artifact, tmp_pa
 
     of_checkpoint = benchmark(checkpoint, batches=[1], scenarios=["single-stream"], duration=0.05, threads=1)
     with pytest.raises(InputError, match="a checkpoint"):
-        build_manifest(artifact, load_profile("x86-cpu"), of_checkpoint)
+        build_manifest(artifact, load_profile("x86-cpu"), of_checkpoint, manifest_path=artifact.parent / "manifest.json")
     of_artifact = benchmark(artifact, batches=[1], scenarios=["single-stream"], duration=0.05, threads=1)
-    manifest = build_manifest(artifact, load_profile("x86-cpu"), of_artifact)
+    manifest = build_manifest(artifact, load_profile("x86-cpu"), of_artifact, manifest_path=artifact.parent / "manifest.json")
     assert manifest.backend == "onnxruntime" and "resident memory" in manifest.memory.source
     # A GPU bench reports device memory (NVML); the manifest budgets that, not the host's RSS.
     on_gpu = {**of_artifact, "memory": {**of_artifact["memory"], "device": {
         "measured": True, "model_device_mib": 321.0, "source": "NVML device memory used after the runs minus before"}}}
-    manifest = build_manifest(artifact, load_profile("t4"), on_gpu)
+    manifest = build_manifest(artifact, load_profile("t4"), on_gpu, manifest_path=artifact.parent / "manifest.json")
     assert manifest.memory.value == 321.0 and "NVML" in manifest.memory.source
     of_artifact["target_facts"]["onnx_sha256"] = "0" * 64
     with pytest.raises(InputError, match="another model.onnx"):
-        build_manifest(artifact, load_profile("x86-cpu"), of_artifact)
+        build_manifest(artifact, load_profile("x86-cpu"), of_artifact, manifest_path=artifact.parent / "manifest.json")
 
 
 @cuda

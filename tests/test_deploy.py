@@ -106,7 +106,7 @@ def artifact(small_checkpoint, tmp_path_factory):
 def test_predict_writes_the_challenge_format(small_checkpoint, artifact, tmp_path):
     data = small_checkpoint.parents[1] / "data"
     for target in (small_checkpoint, artifact[0]):
-        out = tmp_path / "predictions.csv"
+        out = tmp_path / f"predictions.{target.name}.csv"
         result = avf("predict", target, "--data", data / "validate*.tfrecord", "--top-k", 5,
                      "--vocab", data / "vocabulary.csv", "-o", out)
         assert result.returncode == 0, result.stderr
@@ -138,18 +138,22 @@ def test_plan_manifest_verify_triton(artifact, tmp_path):
     assert {f["name"] for f in manifest["files"]} == {"model.onnx", "report.json"}
     assert manifest["accuracy"]["gap_retention"] >= 0.9 and isinstance(manifest["decision"]["deployable"], bool)
     predicted = tmp_path / "predicted.json"
-    assert avf("deploy", "manifest", folder, "--profile", "t4", "-o", predicted).returncode == 0
-    assert json.loads(predicted.read_text())["latency_p99"]["status"] == "predicted"
-    assert avf("deploy", "verify", manifest_path).returncode == 0
-    with open(folder / "model.onnx", "ab") as fh:  # tamper with the deployed model
-        fh.write(b"\0")
-    result = avf("deploy", "verify", manifest_path)
-    assert result.returncode == 1 and "model.onnx" in result.stderr and "mismatch" in result.stderr
+    result = avf("deploy", "manifest", folder, "--profile", "t4", "-o", predicted)
+    written = json.loads(predicted.read_text())
+    assert written["latency_p99"]["status"] == "predicted"
+    assert result.returncode == (0 if written["decision"]["deployable"] else 3)
     repo = tmp_path / "triton"
     assert avf("deploy", "triton", folder, "-o", repo).returncode == 0
     config = (repo / "attend_fusion" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 64" in config and "dynamic_batching" in config
     assert (repo / "attend_fusion" / "1" / "model.onnx").is_file()
+    assert avf("deploy", "verify", manifest_path).returncode == 0
+    with open(folder / "model.onnx", "ab") as fh:  # tamper with the deployed model
+        fh.write(b"\0")
+    result = avf("deploy", "verify", manifest_path)
+    assert result.returncode == 1 and "model.onnx" in result.stderr and "mismatch" in result.stderr
+    assert avf("deploy", "triton", folder, "-o", tmp_path / "triton2").returncode == 2  # a tampered artifact
+    assert not (tmp_path / "triton2").exists()
 
 
 def test_rejected_artifacts_are_refused(artifact, tmp_path):
@@ -163,6 +167,8 @@ def test_rejected_artifacts_are_refused(artifact, tmp_path):
     (rejected / "report.json").write_text(json.dumps(report))
     result = avf("deploy", "manifest", rejected, "--profile", "x86-cpu", "-o", tmp_path / "m.json")
     assert result.returncode == 2 and "rejected" in result.stderr and not (tmp_path / "m.json").exists()
+    result = avf("deploy", "triton", rejected, "-o", tmp_path / "repo")
+    assert result.returncode == 2 and "rejected" in result.stderr and not (tmp_path / "repo").exists()
 
 
 def test_demo_runs_end_to_end(tmp_path):

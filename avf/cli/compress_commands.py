@@ -8,10 +8,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from avf.cli.progress import count_progress, stderr
 
 stdout = Console()
+#: Exit code of an artifact written but rejected by the retention gate.
+REJECTED = 3
 
 
 def compress_command(
@@ -42,7 +45,13 @@ def compress_command(
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int8-dynamic", int8_dynamic)) if flag]
     if len(chosen) > 1:
-        raise InputError(checkpoint, f"choose one precision, not {' and '.join('--' + c for c in chosen)}")
+        raise InputError(None, f"choose one precision, not {' and '.join('--' + c for c in chosen)}")
+    for option, given, needs, applies in (
+            ("--calib", calib is not None, "--int8", int8), ("--calib-method", calib_method != "percentile", "--int8", int8),
+            ("--calib-size", calib_size != 1024, "--int8", int8), ("--finetune-epochs", finetune_epochs != 1, "--prune", prune),
+            ("--train", train is not None, "--prune", prune and finetune_epochs)):
+        if given and not applies:
+            stderr.print(Text(f"note: {option} does nothing without {needs}", style="yellow"), soft_wrap=True)
     try:
         options = CompressOptions(
             checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune, finetune_epochs=finetune_epochs,
@@ -51,19 +60,19 @@ def compress_command(
             seed=seed)
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise InputError(checkpoint, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+        raise InputError(None, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     try:
         report = compress(options, say=say, progress=count_progress)
     except CompressionRejected as rejected:
-        stderr.print(f"[bold red]rejected:[/] {rejected.reason}; the artifact is kept in {rejected.artifact} "
-                     "and marked rejected in its report.json", soft_wrap=True, highlight=False)
-        raise typer.Exit(3) from None
+        stderr.print(Text("rejected:", style="bold red") + Text(f" {rejected.reason}; the artifact is kept in "
+                     f"{rejected.artifact} and marked rejected in its report.json"), soft_wrap=True, highlight=False)
+        raise typer.Exit(REJECTED) from None
     print_summary(report, options.artifact_dir())
 
 
 def print_summary(report: dict, artifact: Path) -> None:
-    table = Table(title=f"{report['model']['name']} -> {artifact}", show_lines=False)
+    table = Table(title=escape(f"{report['model']['name']} -> {artifact}"), show_lines=False)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("parameters", f"{report['parameters']:,}")
@@ -72,8 +81,9 @@ def print_summary(report: dict, artifact: Path) -> None:
     if retention:
         ref, new = retention["reference"], retention["compressed"]
         for key in ("gap", "map", "f1", "hit_at_one"):
-            table.add_row(key.upper() if key != "hit_at_one" else "Hit@1",
-                          f"{ref[key]:.4f} -> {new[key]:.4f} ({retention['ratios'][key]:.2%})")
+            ratio = retention["ratios"].get(key)
+            kept = f"{ratio:.2%}" if ratio is not None else "ratio n/a: reference is 0"
+            table.add_row(key.upper() if key != "hit_at_one" else "Hit@1", f"{ref[key]:.4f} -> {new[key]:.4f} ({kept})")
         agreement = next(k for k in retention if k.endswith("_agreement"))
         table.add_row(agreement.replace("_", " "), f"{retention[agreement]:.2%}")
         table.add_row("max probability difference", f"{retention['max_probability_difference']:.2e}")

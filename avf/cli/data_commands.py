@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from avf.cli.progress import bytes_progress, count_progress
@@ -95,7 +96,7 @@ def inspect(
 
 
 def _print_summary(result: dict) -> None:
-    table = Table(title=f"{result['source']}", show_header=False, title_justify="left")
+    table = Table(title=escape(str(result['source'])), show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("kind", f"{result['kind']}, {result['level']} level")
@@ -107,7 +108,7 @@ def _print_summary(result: dict) -> None:
     table.add_row("classes", f"{result['num_classes']} ({labels['classes_present']} present)")
     table.add_row("labels per video", f"mean {labels['per_video_mean']}, min {labels['per_video_min']}, max {labels['per_video_max']}")
     table.add_row("top 10% classes hold", f"{labels['top10pct_classes_share']:.1%} of labels")
-    table.add_row("most frequent", ", ".join(f"{c['name']} ({c['videos']})" for c in labels["top_classes"]))
+    table.add_row("most frequent", escape(", ".join(f"{c['name']} ({c['videos']})" for c in labels["top_classes"])))
     for key in ("rgb", "audio"):
         stats = result[key]
         table.add_row(f"{key} values", f"mean {stats['mean']:+.4f}, std {stats['std']:.4f}, "

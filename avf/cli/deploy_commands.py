@@ -7,9 +7,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 stdout = Console()
+#: Exit code of a command whose output was written but does not meet its bar (a rejected artifact,
+#: a manifest that is not deployable), so a fleet script can tell it from success and from bad input.
+NOT_DEPLOYABLE = 3
 
 
 def profiles_command(
@@ -48,23 +53,26 @@ def bench_command(
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Checkpoints on cuda: replay CUDA graphs "
                                      "(torch-compile: its reduce-overhead mode)."),
     out: str = typer.Option("bench.json", "--out", "-o", help="Results JSON (a PNG plot is written beside it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results file (and its plot)."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions."""
-    from pathlib import Path
-
     from avf.cli.progress import stderr
-    from avf.deploy.bench import benchmark, write_bench
+    from avf.deploy.bench import benchmark, check_bench_outputs, write_bench
     from avf.errors import InputError
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
-        raise InputError(batch, "--batch must be comma-separated integers, e.g. 1,8,64") from None
+        raise InputError(None, f"--batch {batch!r}: must be comma-separated integers, e.g. 1,8,64") from None
+    if not batches or min(batches) < 1:
+        raise InputError(None, f"--batch {batch!r}: batch sizes must be integers >= 1")
+    _check_device(device)
+    out_path = check_bench_outputs(out, force, inputs=[target])
     result = benchmark(target, backend, batches, [s.strip() for s in scenario.split(",") if s.strip()], duration,
                        threads, device, say=lambda line: stderr.print(line, markup=False, highlight=False),
                        precision=precision, cuda_graphs=cuda_graphs)
-    write_bench(result, Path(out))
-    table = Table(title=f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})")
+    write_bench(result, out_path)
+    table = Table(title=escape(f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})"))
     for column in ("scenario", "batch", "p50 ms", "p99 ms", "samples/s", "energy"):
         table.add_column(column, justify="left" if column in ("scenario", "energy") else "right")
     single = result["scenarios"].get("single-stream")
@@ -95,13 +103,14 @@ def predict_command(
     vocab: str = typer.Option(None, "--vocab", help="vocabulary.csv: adds a LabelNames column."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),
     threads: int = typer.Option(None, "--threads", min=1),
+    force: bool = typer.Option(False, "--force", help="Replace an existing predictions file."),
 ) -> None:
     """Top-k predictions as VideoId,LabelConfidencePairs (streamed, with a progress bar)."""
     from avf.cli.progress import count_progress, stderr
     from avf.deploy.predict import count_videos, predict
 
     with count_progress("predict", count_videos(data)) as advance:  # TFRecords: count unknown until read
-        written = predict(target, data, out, top_k, vocab, batch_size, threads, advance=advance)
+        written = predict(target, data, out, top_k, vocab, batch_size, threads, advance=advance, force=force)
     stderr.print(f"{written:,} videos -> {out}", markup=False, highlight=False)
 
 
@@ -116,16 +125,21 @@ def plan_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predicted latency, memory and energy on the device; fits or not, and why."""
-    from avf.deploy.plan import predict_on_profile, read_artifact
+    from avf.deploy.artifact import open_artifact
+    from avf.deploy.bench_record import check_bench_of, read_bench
+    from avf.deploy.plan import predict_on_profile
     from avf.deploy.profiles import load_profile
 
     device = load_profile(profile)
-    prediction = predict_on_profile(read_artifact(artifact), device)
-    measured = _read_bench(bench) if bench else None
+    report = open_artifact(artifact, deploying=False)
+    measured = read_bench(bench) if bench else None
+    if measured is not None:
+        check_bench_of(Path(artifact), report, measured)
+    prediction = predict_on_profile(report, device)
     if as_json:
         typer.echo(json.dumps({"prediction": prediction, "measured": measured and measured["scenarios"]}, indent=2))
         return
-    table = Table(title=f"{artifact} on {device.display_name} ({prediction['precision']}; predicted = roofline)")
+    table = Table(title=escape(f"{artifact} on {device.display_name} ({prediction['precision']}; predicted = roofline)"))
     for column in ("batch", "predicted ms", "predicted samples/s", "bound", "measured p50 ms", "measured samples/s"):
         table.add_column(column, justify="right")
     offline = {row["batch"]: row for row in (measured or {}).get("scenarios", {}).get("offline", [])}
@@ -146,30 +160,39 @@ def manifest_command(
     artifact: str = typer.Argument(..., help="An accepted avf-compress artifact directory."),
     profile: str = typer.Option(..., "--profile", "-p"),
     bench: str = typer.Option(None, "--bench", help="bench.json measured on the target (else figures are predicted)."),
-    out: str = typer.Option("manifest.json", "--out", "-o"),
+    out: str = typer.Option("manifest.json", "--out", "-o", help="Written in the artifact's folder or one above it."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing manifest file."),
 ) -> None:
-    """A validated deployment manifest: files and hashes, I/O, accuracy, performance, decision."""
+    """A validated deployment manifest: files and hashes, I/O, accuracy, performance, decision.
+
+    Exit 0 when deployable, 3 when not (the manifest is written either way, with the reasons).
+    """
+    from avf.atomic import check_output
+    from avf.deploy.bench_record import read_bench
     from avf.deploy.manifest import build_manifest, write_manifest
     from avf.deploy.profiles import load_profile
 
-    manifest = build_manifest(artifact, load_profile(profile), _read_bench(bench) if bench else None)
-    write_manifest(manifest, out)
+    check_output(out, force=force, directory=False, inputs=[artifact, bench], what="manifest")
+    manifest = build_manifest(artifact, load_profile(profile), read_bench(bench) if bench else None, manifest_path=out)
+    write_manifest(manifest, out, force=force, inputs=[artifact, bench])
     verdict = "deployable" if manifest.decision.deployable else "NOT deployable"
     stdout.print(f"{out}: {manifest.model} {manifest.precision} on {manifest.profile}: {verdict}", markup=False)
     for reason in manifest.decision.reasons:
         stdout.print(f"  - {reason}", markup=False)
+    if not manifest.decision.deployable:
+        raise typer.Exit(NOT_DEPLOYABLE)
 
 
 @deploy_app.command("verify")
 def verify_command(manifest: str = typer.Argument(..., help="manifest.json written by `avf-deploy manifest`.")) -> None:
-    """Re-hash every file the manifest lists; exit 1 on any mismatch."""
+    """Re-hash every file the manifest lists (relative to the manifest); exit 1 on any mismatch."""
     from avf.cli.progress import stderr
     from avf.deploy.manifest import verify_manifest
 
     problems = verify_manifest(manifest)
     if problems:
         for problem in problems:
-            stderr.print(f"[bold red]mismatch:[/] {problem}", soft_wrap=True, highlight=False)
+            stderr.print(Text("mismatch:", style="bold red") + Text(f" {problem}"), soft_wrap=True, highlight=False)
         raise typer.Exit(1)
     stdout.print(f"{manifest}: every file matches its sha256", markup=False)
 
@@ -177,30 +200,23 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
 @deploy_app.command("triton")
 def triton_command(
     artifact: str = typer.Argument(...),
-    out: str = typer.Option(..., "--out", "-o", help="Model repository directory to create."),
+    out: str = typer.Option(..., "--out", "-o", help="Model repository directory (created, or added to)."),
     max_batch: int = typer.Option(64, "--max-batch", min=1),
     cpu: bool = typer.Option(False, "--cpu", help="KIND_CPU instances instead of KIND_GPU."),
-    force: bool = typer.Option(False, "--force"),
+    force: bool = typer.Option(False, "--force", help="Replace this model's folder in the repository (only that one)."),
 ) -> None:
     """A Triton model repository (config.pbtxt, dynamic batching) for server GPUs."""
     from avf.deploy.triton import write_triton_repository
 
-    repo = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu)
-    stdout.print(f"Triton model repository in {repo}", markup=False)
+    folder = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu)
+    stdout.print(f"Triton model {folder.name} in repository {out} ({folder})", markup=False)
 
 
-def _read_bench(path: str) -> dict:
+def _check_device(device: str) -> None:
     from avf.errors import InputError
 
-    try:
-        data = json.loads(open(path).read())
-    except FileNotFoundError:
-        raise InputError(path, "bench file not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not JSON: {exc.msg}") from None
-    if data.get("format") != "avf-bench":
-        raise InputError(path, "not an avf-bench result")
-    return data
+    if device not in ("cpu", "cuda"):
+        raise InputError(None, f"--device {device!r}: choose cpu or cuda")
 
 
 def demo_command(
@@ -232,5 +248,5 @@ def demo_command(
     stdout.print(table)
     for reason in summary["reasons"]:
         stdout.print(f"  - {reason}", markup=False)
-    stdout.print(f"every file is in {summary['folder']}/ (summary.json, manifest.json, bench_*.json, run/, attend_fusion.int8/)",
-                 markup=False)
+    files = ", ".join(dict.fromkeys(name for name in [*summary["files"], "summary.json"] if name != "data/"))
+    stdout.print(f"every file is in {summary['folder']}/ ({files})", markup=False)

@@ -123,5 +123,5 @@ def eval_command(
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "data": data, "model": payload["model"]["name"],
                                "epoch": payload.get("epoch"), "metrics": metrics}, indent=2))
         return
-    stdout.print(f"{payload['model']['name']} (epoch {payload.get('epoch')}) on {dataset.description}:", soft_wrap=True)
+    stdout.print(f"{payload['model']['name']} (epoch {payload.get('epoch')}) on {dataset.description}:", soft_wrap=True, markup=False)
     stdout.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "num_videos"), soft_wrap=True)

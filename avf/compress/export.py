@@ -52,10 +52,22 @@ def export_onnx(model: nn.Module, path: str | Path, rgb_dim: int, audio_dim: int
                               dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
                               opset_version=OPSET, dynamo=False)
         proto = onnx.load(str(tmp))
+        keep_both_inputs(proto, {"rgb": rgb_dim, "audio": audio_dim})
         set_metadata(proto, metadata)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return path
+
+
+def keep_both_inputs(proto, dims: dict[str, int]) -> None:
+    """Single-modality models ignore one input, and the exporter drops it; put it back (unused), so
+    every artifact takes ``rgb`` and ``audio`` and every runtime and tool feeds them the same way."""
+    from onnx import TensorProto, helper
+
+    present = {value.name for value in proto.graph.input}
+    for position, name in enumerate(INPUT_NAMES):
+        if name not in present:
+            proto.graph.input.insert(position, helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", dims[name]]))
 
 
 def set_metadata(proto, metadata: dict) -> None:

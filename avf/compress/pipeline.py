@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from avf.atomic import atomic_directory, check_can_create
+from avf.atomic import atomic_directory, check_output, json_file_says
 from avf.compress import quantize
 from avf.compress.export import OPSET, export_onnx, require_onnx
 from avf.compress.fold import count_parameters, fold_model
-from avf.compress.prune import distill, hidden_widths, prune_channels
+from avf.compress.prune import check_ratio_honoured, distill, hidden_widths, prune_channels
 from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
 from avf.compress.tensorrt_check import check_tensorrt_compatibility
@@ -34,6 +34,8 @@ from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
 from avf.train.data import TrainingData, load_training_data
 
 REPORT, MODEL_FILE, ENGINE_FILE = "report.json", "model.onnx", "model.plan"
+#: --force replaces a folder only when it is an artifact avf-compress wrote.
+is_artifact = json_file_says(REPORT, "format", "avf-artifact")
 INT8_NEEDS_DATA = "INT8 needs calibration and evaluation data: pass --calib/--eval"
 
 
@@ -79,7 +81,8 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
     """Run the stages; returns the report. Raises CompressionRejected after writing a rejected artifact."""
     require_onnx()
     final = options.artifact_dir()
-    check_can_create(final, options.force)
+    check_output(final, force=options.force, directory=True, ours=is_artifact, what="artifact folder",
+                 inputs=[options.checkpoint, options.train, options.calib, options.eval])
     payload = load_checkpoint(options.checkpoint)
     reference = model_from_checkpoint(payload, options.checkpoint).eval()
     config = payload["model"]
@@ -124,7 +127,8 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         say(f"prune: {options.prune:.0%} of hidden channels by L2 magnitude (multiples of 8)")
         teacher = model
         model = prune_channels(teacher, options.prune, config["rgb_dim"], config["audio_dim"])
-        stage = {"stage": "prune", "ratio": options.prune, "params_before": params,
+        achieved = check_ratio_honoured(options.prune, hidden_widths(teacher), hidden_widths(model))
+        stage = {"stage": "prune", "ratio": options.prune, "channels_removed": round(achieved, 4), "params_before": params,
                  "params_after": count_parameters(model), "hidden_widths": sorted(set(hidden_widths(model)))}
         if options.finetune_epochs:
             train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training")
@@ -142,7 +146,8 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         say(f"  {params:,} -> {stage['params_after']:,} parameters")
         params = stage["params_after"]
 
-    with atomic_directory(final, options.force) as tmp:
+    with atomic_directory(final, options.force, ours=is_artifact, what="artifact folder",
+                          inputs=[options.checkpoint, options.train, options.calib, options.eval]) as tmp:
         say(f"export: ONNX (opset {OPSET}), then {options.precision}")
         fp32 = tmp / ".model.fp32.onnx"
         metadata = {"model": config["name"], "num_classes": payload["num_classes"],

@@ -42,6 +42,29 @@ def prune_channels(model: nn.Module, ratio: float, rgb_dim: int, audio_dim: int)
     return pruned
 
 
+def check_ratio_honoured(ratio: float, before: list[int], after: list[int]) -> float:
+    """The fraction of hidden channels actually removed; an error when ``ratio`` could not be honoured.
+
+    Widths stay multiples of ROUND_TO, so a layer may land one step away from the exact ratio;
+    further than that (a narrow model asked for 0.9, where nothing can go) is refused rather than
+    reported as pruned.
+    """
+    from avf.errors import InputError
+
+    achieved = 1.0 - sum(after) / max(sum(before), 1)
+    off = [(b, a) for b, a in zip(before, after) if abs(a - b * (1.0 - ratio)) > ROUND_TO]
+    if off or (achieved == 0.0 and ratio > 0):
+        narrowest = min(before)
+        steps = narrowest // ROUND_TO
+        largest = 1.0 - 1.0 / steps if steps > 1 else 0.0
+        possible = (f"ratios in steps of {ROUND_TO}/{narrowest} = {ROUND_TO / narrowest:.3g}, up to {largest:.3g}"
+                    if steps > 1 else "none: its narrowest hidden layer is already a single step")
+        raise InputError(None, f"--prune {ratio:g} cannot be honoured on this model (hidden widths "
+                               f"{sorted(set(before))}, kept in multiples of {ROUND_TO}; it removed {achieved:.1%}): "
+                               f"possible: {possible}")
+    return achieved
+
+
 def hidden_widths(model: nn.Module) -> list[int]:
     """Output widths of every Linear except the classifier: what pruning changed."""
     return [m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m is not model.classifier]

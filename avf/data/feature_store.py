@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from avf import __version__
-from avf.atomic import atomic_directory, check_can_create
+from avf.atomic import atomic_directory, check_output, json_file_says
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import file_sha256, find_vocabulary, load_vocabulary
 from avf.data.youtube8m import (
@@ -107,7 +107,8 @@ def convert(
         raise ValueError("feature_dtype must be float16 or float32")
     store = Path(store)
     shards = expand_sources(source)
-    check_can_create(store, force)
+    is_store = json_file_says(MANIFEST, "format", STORE_FORMAT)
+    check_output(store, force=force, directory=True, ours=is_store, inputs=[*shards, vocabulary], what="feature store")
     vocab = load_vocabulary(vocabulary) if vocabulary else find_vocabulary(shards)
     if num_classes is None:
         num_classes = vocab.num_classes if vocab else DEFAULT_NUM_CLASSES
@@ -116,7 +117,7 @@ def convert(
 
     level = detect_level(shards[0])
     started = time.perf_counter()
-    with atomic_directory(store, force) as tmp:
+    with atomic_directory(store, force, ours=is_store, inputs=[*shards, vocabulary], what="feature store") as tmp:
         sources = _write_columns(tmp, shards, level, num_classes, feature_dtype, progress)
         manifest = _finish(tmp, level, num_classes, feature_dtype, sources, vocab)
         manifest["conversion_seconds"] = round(time.perf_counter() - started, 3)
@@ -165,8 +166,26 @@ def _write_columns(tmp, shards, level, num_classes, feature_dtype, progress) -> 
     return sources
 
 
+def _check_representable(dtype: np.dtype, batch, shard: Path) -> None:
+    """A finite feature the store's dtype cannot hold (1e30 in float16) would become inf: refuse it."""
+    if dtype.kind != "f":
+        return
+    limit = np.finfo(dtype).max
+    for name in ("rgb", "audio"):
+        values = getattr(batch, name)
+        too_large = np.abs(values) > limit
+        if too_large.any():
+            row = int(np.flatnonzero(too_large.any(axis=1))[0])
+            offsets = getattr(batch, "offsets", None)
+            offset = int(offsets[row]) if offsets is not None else None
+            raise SchemaError(shard, f"video {batch.ids[row]!r}: {name} value {float(values[row][too_large[row]][0]):.3g} "
+                                     f"does not fit the store's {dtype} (largest {float(limit):.6g}); convert with "
+                                     "--dtype float32", offset)
+
+
 def _append_video_shard(cols: _Columns, shard: Path, num_classes: int) -> None:
     for batch in iter_batches(shard, 4096, num_classes):
+        _check_representable(cols.rgb.dtype, batch, shard)
         cols.rgb.write(batch.rgb)
         cols.audio.write(batch.audio)
         cols.label_indices.write(batch.label_indices)

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.atomic import atomic_directory
+from avf.atomic import atomic_directory, holds_file
 from avf.data.tfrecord import TFRecordWriter
 from avf.data.vocabulary import VOCABULARY_FILE
 from avf.data.youtube8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, encode_frame_example, encode_video_example, quantize
 
+SYNTHESIS_FILE = "synthesis.json"
 # (vertical, probability that one of its classes is audible)
 TOPICS: tuple[tuple[str, float], ...] = (
     ("Games", 0.25), ("Music", 0.95), ("Autos & Vehicles", 0.7), ("Food & Drink", 0.1),
@@ -285,7 +286,7 @@ def synthesize(
 
     train_counts = np.zeros(classes, np.int64)
     files: list[str] = []
-    with atomic_directory(out_dir, force) as tmp:
+    with atomic_directory(out_dir, force, ours=holds_file(SYNTHESIS_FILE), what="synthetic data folder") as tmp:
         next_id = 0
         for (split, size), split_seed in zip(sizes.items(), split_seeds):
             rng = np.random.default_rng(split_seed)
@@ -303,8 +304,8 @@ def synthesize(
                 if progress:
                     progress(min(per_shard, size - first))
         _write_vocabulary(tmp / VOCABULARY_FILE, world, train_counts)
-        _write_settings(tmp / "synthesis.json", world, level, seed, sizes, per_shard, max_frames)
-    return SynthesisSummary(out_dir, level, classes, seed, sizes, files + [VOCABULARY_FILE, "synthesis.json"])
+        _write_settings(tmp / SYNTHESIS_FILE, world, level, seed, sizes, per_shard, max_frames)
+    return SynthesisSummary(out_dir, level, classes, seed, sizes, files + [VOCABULARY_FILE, SYNTHESIS_FILE])
 
 
 def _encode(rng, world, level, split, video_id, topic, labels, max_frames) -> bytes:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.atomic import atomic_file, atomic_write_text
+from avf.atomic import atomic_file, atomic_write_text, check_output
 from avf.deploy.power import energy_meter, measure_with_energy, nvml_handle
 from avf.deploy.target import BACKENDS, load_target
 from avf.errors import InputError
+from avf.threads import check_batch_fits, default_threads
 
 SCENARIOS = ("single-stream", "offline")
 
@@ -55,11 +56,13 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
         raise InputError(target, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if not target.exists():
         raise InputError(target, "no such checkpoint or artifact")
-    threads = threads or os.cpu_count() or 1
+    threads = threads or default_threads()
     rss_before, device_before = rss_mib(), _nvml_used_mib()
     run, facts = load_target(target, backend, threads, device, precision, cuda_graphs)
     device = facts["device"]  # GPU backends (TensorRT, ONNX Runtime CUDA) run on cuda whatever was asked
     rss_loaded = rss_mib()
+    for batch in batches if "offline" in scenarios else []:
+        check_batch_fits(batch, facts["rgb_dim"] + facts["audio_dim"] + facts["num_classes"], "--batch")
     generator = np.random.default_rng(0)
 
     def inputs(batch):
@@ -171,6 +174,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def check_bench_outputs(out: str | Path, force: bool, inputs=()) -> Path:
+    """The results file and the plot beside it, checked before any measurement starts."""
+    out = Path(out)
+    if out.suffix.lower() == ".png":
+        raise InputError(out, "the results file is JSON (a PNG plot is written beside it): give a .json name")
+    check_output(out, force=force, directory=False, inputs=inputs, what="bench result")
+    check_output(out.with_suffix(".png"), force=force, directory=False, inputs=inputs, what="bench plot")
+    return out
 
 
 def write_bench(result: dict, out: Path) -> None:

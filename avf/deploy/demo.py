@@ -12,8 +12,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from avf.atomic import check_can_create
+from avf.atomic import atomic_write_text, check_output
 from avf.errors import InputError
+
+
+def _is_demo_folder(folder: Path) -> bool:
+    """A folder an earlier ``avf demo`` wrote (finished or not), which ``--force`` may reuse."""
+    return any((folder / name).exists() for name in ("summary.json", "run/last.pt", "data/synthesis.json",
+                                                      "train_store/manifest.json"))
 
 
 def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 4000, classes: int = 100,
@@ -27,7 +33,7 @@ def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 
     from avf.deploy.profiles import load_profile
     from avf.train.loop import TrainSettings, train
 
-    check_can_create(out, force)
+    check_output(out, force=force, directory=True, ours=_is_demo_folder, inputs=[data], what="demo folder")
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
         say(f"1/6 data: {videos:,} synthetic YouTube-8M-format videos, {classes} classes -> {out / 'data'}")
@@ -59,17 +65,18 @@ def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 
         # A fresh process per target, so resident memory and warm caches belong to that model alone.
         bench_json = out / f"bench_{name}.json"
         command = [sys.executable, "-m", "avf", "bench", str(target), "--batch", "1,8,64", "--duration",
-                   str(bench_seconds), "-o", str(bench_json)] + (["--threads", str(threads)] if threads else [])
+                   str(bench_seconds), "-o", str(bench_json), "--force"] + (["--threads", str(threads)] if threads else [])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"avf bench {target} failed: {result.stderr.strip()[-500:]}")
         benches[name] = json.loads(bench_json.read_text())
     say("5/6 manifest: x86-cpu profile, measured figures from the INT8 bench")
     profile = load_profile("x86-cpu")
-    deployable, reasons = False, [f"rejected by the retention gate: {report['reason']}"]
+    deployable, reasons = False, [f"rejected by the retention gate: {report['reason']}; no manifest was written"]
+    (out / "manifest.json").unlink(missing_ok=True)  # one from an earlier run must not pass for this one's
     if report["accepted"]:
-        manifest = build_manifest(out / "attend_fusion.int8", profile, benches["int8"])
-        write_manifest(manifest, out / "manifest.json")
+        manifest = build_manifest(out / "attend_fusion.int8", profile, benches["int8"], manifest_path=out / "manifest.json")
+        write_manifest(manifest, out / "manifest.json", force=True)
         deployable, reasons = manifest.decision.deployable, manifest.decision.reasons
     retention = report["retention"]
     fp32_ms = benches["fp32"]["scenarios"]["single-stream"]["p50_ms"]
@@ -83,7 +90,8 @@ def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 
         "latency_fp32_p50_ms": fp32_ms, "latency_int8_p50_ms": int8_ms, "speedup": fp32_ms / int8_ms,
         "deployable": deployable, "reasons": reasons, "profile": profile.name, "folder": str(out),
         "eval_videos": retention["videos"],
+        "files": sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     say("6/6 summary")
     return summary

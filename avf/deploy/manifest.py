@@ -11,12 +11,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from avf import __version__
-from avf.atomic import atomic_write_text
+from avf.atomic import create_file
 from avf.data.vocabulary import file_sha256
-from avf.deploy.plan import predict_on_profile, read_artifact
+from avf.deploy.artifact import open_artifact
+from avf.deploy.bench_record import check_bench_of
+from avf.deploy.plan import predict_on_profile
 from avf.deploy.profiles import DeviceProfile
 from avf.errors import InputError
 
@@ -25,10 +27,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _inside(path: str) -> str:
+    """A path in a manifest is relative to the manifest and stays below its folder."""
+    if not path or Path(path).is_absolute() or "\\" in path or ".." in Path(path).parts:
+        raise ValueError(f"{path!r} must be a relative path below the manifest's folder (no absolute or '..' paths)")
+    return path
+
+
 class FileEntry(_Strict):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_inside(cls, value: str) -> str:
+        return _inside(value)
 
 
 class Tensor(_Strict):
@@ -57,13 +71,16 @@ class Figure(_Strict):
 
 class Decision(_Strict):
     deployable: bool
+    #: False when avf-compress never scored the artifact on held-out data: then it is not deployable.
+    accuracy_checked: bool
     reasons: list[str]
 
 
 class DeploymentManifest(_Strict):
-    manifest_version: Literal[1] = 1
+    manifest_version: Literal[2] = 2
     created: str
     avf_version: str
+    #: The artifact folder, relative to the manifest's own folder (the two ship together).
     artifact_dir: str
     files: list[FileEntry] = Field(min_length=1)
     checkpoint_sha256: str
@@ -88,25 +105,36 @@ class DeploymentManifest(_Strict):
     prediction: dict
     decision: Decision
 
+    @field_validator("artifact_dir")
+    @classmethod
+    def _artifact_inside(cls, value: str) -> str:
+        return value if value == "." else _inside(value)
 
-def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | None = None) -> DeploymentManifest:
+
+
+def artifact_dir_for(artifact: Path, manifest_path: Path) -> str:
+    """The artifact's path relative to the manifest's folder; the manifest must sit at or above it."""
+    base = manifest_path.resolve().parent
+    folder = artifact.resolve()
+    if not folder.is_relative_to(base):
+        raise InputError(manifest_path, f"a manifest ships with its artifact, so it must be written in {artifact} or a "
+                                        f"folder above it (e.g. {artifact.parent / 'manifest.json'})")
+    relative = folder.relative_to(base)
+    return relative.as_posix() if relative.parts else "."
+
+
+def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | None = None, *,
+                   manifest_path: str | Path) -> DeploymentManifest:
+    """The manifest of ``artifact`` for ``profile``, to be written at ``manifest_path`` (its paths are relative to it)."""
     artifact = Path(artifact)
-    report = read_artifact(artifact)
-    if not report.get("accepted"):
-        raise InputError(artifact, f"artifact was rejected by its retention gate ({report.get('reason')}); refusing to deploy it")
-    files = []
-    for name, entry in report["files"].items():
-        path = artifact / name
-        if not path.is_file():
-            raise InputError(path, "listed in report.json but missing")
-        digest = file_sha256(path)
-        if digest != entry["sha256"]:
-            raise InputError(path, "sha256 differs from report.json (modified after avf-compress)")
-        files.append(FileEntry(name=name, sha256=digest, bytes=path.stat().st_size))
+    report = open_artifact(artifact, deploying=True)
+    artifact_dir = artifact_dir_for(artifact, Path(manifest_path))
+    files = [FileEntry(name=name, sha256=entry["sha256"], bytes=(artifact / name).stat().st_size)
+             for name, entry in report["files"].items()]
     files.append(FileEntry(name="report.json", sha256=file_sha256(artifact / "report.json"),
                            bytes=(artifact / "report.json").stat().st_size))
     if bench is not None:
-        _check_bench_matches(artifact, report, bench)
+        check_bench_of(artifact, report, bench)
     prediction = predict_on_profile(report, profile)
     retention = report.get("retention")
     accuracy = Accuracy(evaluated=False)
@@ -131,6 +159,10 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
     if prediction["compute_precision"] not in profile.precisions:
         deployable = False
         reasons.append(f"{profile.display_name} does not support {prediction['compute_precision']}")
+    if not accuracy.evaluated:
+        deployable = False
+        reasons.append("accuracy never checked: the artifact was compressed without evaluation data; re-run "
+                       "avf-compress with --eval")
     if bench is None:
         reasons.append("no bench on the target: figures are predicted; run avf-bench on the device and pass --bench")
     io = report["io"]
@@ -139,7 +171,7 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
     versions = report.get("versions", {})
     return DeploymentManifest(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), avf_version=__version__,
-        artifact_dir=str(artifact.resolve()), files=files, checkpoint_sha256=report["checkpoint"]["sha256"],
+        artifact_dir=artifact_dir, files=files, checkpoint_sha256=report["checkpoint"]["sha256"],
         data_sha256={split: {Path(s["path"]).name: s.get("sha256") for s in sources}
                      for split, sources in (report.get("data") or {}).items() if sources},
         model=report["model"]["name"], parameters=report["parameters"], num_classes=report["num_classes"],
@@ -154,18 +186,7 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         accuracy=accuracy, latency_p50=latency_p50, latency_p99=latency_p99, memory=memory,
         energy_per_inference=energy, profile=profile.name,
         budgets={"latency_ms": budget_latency, "memory_mib": budget_memory}, prediction=prediction,
-        decision=Decision(deployable=deployable, reasons=reasons))
-
-
-def _check_bench_matches(artifact: Path, report: dict, bench: dict) -> None:
-    """A bench of another model (or of the uncompressed checkpoint) must not pass as this artifact's."""
-    facts = bench.get("target_facts", {})
-    if facts.get("kind") != "artifact":
-        raise InputError(artifact, f"the bench measured {bench.get('target')} (a {facts.get('kind')}), not this artifact")
-    measured = facts.get("onnx_sha256")
-    expected = report["files"].get("model.onnx", {}).get("sha256")
-    if measured and expected and measured != expected:
-        raise InputError(artifact, f"the bench measured another model.onnx ({bench.get('target')}), not this artifact's")
+        decision=Decision(deployable=deployable, accuracy_checked=accuracy.evaluated, reasons=reasons))
 
 
 def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, Figure, Figure]:
@@ -194,26 +215,47 @@ def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, 
             if energy["measured"] else Figure(status="not available", unit="mJ", source=energy["reason"]))
 
 
-def write_manifest(manifest: DeploymentManifest, out: str | Path) -> None:
-    atomic_write_text(out, manifest.model_dump_json(indent=2) + "\n")
+def write_manifest(manifest: DeploymentManifest, out: str | Path, force: bool = False, inputs=()) -> None:
+    with create_file(out, force=force, inputs=inputs, what="manifest") as tmp:
+        tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def read_manifest(path: str | Path) -> DeploymentManifest:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory; expected a manifest.json file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "manifest not found") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not a deployment manifest: not UTF-8 text") from None
+    if not text.strip():
+        raise InputError(path, "not a deployment manifest: the file is empty")
+    try:
+        return DeploymentManifest.model_validate_json(text)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "document"
+        raise InputError(path, f"not a valid deployment manifest: {where}: {error['msg']}") from None
 
 
 def verify_manifest(path: str | Path) -> list[str]:
-    """Problems found (empty when every listed file is present with the recorded sha256)."""
+    """Problems found (empty when every listed file is present, below the manifest, with its recorded sha256).
+
+    Files are looked up relative to the manifest itself, never at the path where it was built, so
+    a shipped copy is checked as shipped.
+    """
     path = Path(path)
-    try:
-        manifest = DeploymentManifest.model_validate_json(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "manifest not found") from None
-    except ValueError as exc:
-        raise InputError(path, f"not a valid deployment manifest: {str(exc).splitlines()[0]}") from None
-    folder = Path(manifest.artifact_dir)
-    if not folder.is_dir():
-        folder = path.parent / Path(manifest.artifact_dir).name
+    manifest = read_manifest(path)
+    base = path.resolve().parent
+    folder = base / manifest.artifact_dir
     problems = []
     for entry in manifest.files:
         file = folder / entry.name
-        if not file.is_file():
+        if not file.resolve().is_relative_to(base):
+            problems.append(f"{file}: resolves outside the manifest's folder (a link?); refusing to trust it")
+        elif not file.is_file():
             problems.append(f"{file}: missing")
         elif file_sha256(file) != entry.sha256:
             problems.append(f"{file}: sha256 mismatch (expected {entry.sha256[:12]}…)")

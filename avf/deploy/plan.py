@@ -8,29 +8,12 @@ by the bytes of weights read, so the estimate is a floor; launch overheads are n
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from avf.deploy.profiles import DeviceProfile
-from avf.errors import InputError
 
 # The precision an artifact's arithmetic runs in, per compress precision.
 COMPUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8-dynamic": "int8"}
 RUNTIME_OVERHEAD_MIB = {"jetson": 600.0, "dgpu": 800.0, "cpu": 150.0}  # CUDA context / runtime, a typical floor
-
-
-def read_artifact(artifact: str | Path) -> dict:
-    artifact = Path(artifact)
-    report_path = artifact / "report.json"
-    if not report_path.is_file():
-        raise InputError(artifact, "not an avf-compress artifact (no report.json)")
-    try:
-        report = json.loads(report_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(report_path, f"corrupt report: {exc.msg} at line {exc.lineno}") from None
-    if report.get("format") != "avf-artifact":
-        raise InputError(report_path, "not an avf-compress report")
-    return report
 
 
 def predict_on_profile(report: dict, profile: DeviceProfile, batches: tuple[int, ...] = (1, 8, 64)) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.atomic import atomic_file
+from avf.atomic import atomic_file, check_output
 from avf.data.feature_store import MANIFEST, FeatureStore
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import load_vocabulary
@@ -26,6 +26,9 @@ def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator
     path = Path(str(data))
     if (path / MANIFEST).is_file():
         store = FeatureStore(path)
+        if store.level != "video":
+            raise InputError(path, f"is a {store.level}-level feature store; predict reads video-level features "
+                                   "(convert video-level TFRecords, or pass the TFRecords themselves)")
         for start in range(0, len(store), batch_size):
             indices = np.arange(start, min(start + batch_size, len(store)))
             rgb, audio, _ = store.batch(indices)
@@ -43,8 +46,13 @@ def count_videos(data: str | Path) -> int | None:
 
 
 def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 20, vocabulary: str | Path | None = None,
-            batch_size: int = 1024, threads: int | None = None, advance: Callable[[int], None] = lambda n: None) -> int:
+            batch_size: int = 1024, threads: int | None = None, advance: Callable[[int], None] = lambda n: None,
+            force: bool = False) -> int:
     """Write predictions for every video in ``data``; returns the number of videos written."""
+    inputs = [target, vocabulary, data]
+    check_output(out, force=force, directory=False, inputs=inputs, what="predictions file")
+    if vocabulary is not None and Path(vocabulary).is_dir():
+        raise InputError(vocabulary, "is a directory; --vocab is a vocabulary.csv file")
     run, facts = load_target(Path(target), threads=threads)
     num_classes = facts["num_classes"]
     names = None
@@ -61,6 +69,9 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
             writer.writerow(["VideoId", "LabelConfidencePairs"] + (["LabelNames"] if names else []))
             for ids, rgb, audio in iter_inputs(data, num_classes, batch_size):
                 probabilities = run(rgb, audio)
+                if not np.isfinite(probabilities).all():
+                    raise InputError(target, f"the model gave NaN/inf scores for video {ids[0]!r} and others; "
+                                             "no predictions were written")
                 top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
                 order = np.take_along_axis(probabilities, top, axis=1).argsort(axis=1)[:, ::-1]
                 top = np.take_along_axis(top, order, axis=1)

@@ -20,14 +20,14 @@ Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"]
 
 
 class Budgets(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     latency_ms: float = Field(gt=0, description="single-stream p99 latency budget per request")
     memory_mib: float = Field(gt=0, description="memory the deployed model may use")
 
 
 class DeviceProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite TDP or budget is no profile
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     display_name: str
@@ -85,7 +85,9 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     if not path.is_file():
         raise InputError(name_or_path, f"no such profile (shipped: {', '.join(sorted(shipped))}) and no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not a profile: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise InputError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

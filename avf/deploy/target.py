@@ -8,7 +8,6 @@ are measured through the same harness.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +40,9 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
     if precision or cuda_graphs:
         raise InputError(target, "--precision and --cuda-graphs apply to checkpoints; an artifact keeps the "
                                  "precision avf-compress gave it")
-    if not (target / "model.onnx").is_file():
-        raise InputError(target, "not an avf-compress artifact (no model.onnx)")
-    report = json.loads((target / "report.json").read_text()) if (target / "report.json").is_file() else {}
+    from avf.deploy.artifact import open_artifact
+
+    report = open_artifact(target, deploying=False)  # report checked, every file re-hashed
     backend = "onnxruntime" if backend == "auto" else backend
     if backend == "tensorrt":
         from avf.compress.pipeline import ENGINE_FILE

@@ -236,9 +236,9 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
         "val_data": val_data.description if val_data else None,
     }
     if console is not None and dist.main:
-        console.print(f"[bold]{settings.model}[/]: {run_info['parameters']:,} parameters on {device}"
+        console.print(f"{settings.model}: {run_info['parameters']:,} parameters on {device}"
                       f" ({run_info['autocast']}, {dist.world} process{'es' if dist.world > 1 else ''}); "
-                      f"train: {train_data.description}", soft_wrap=True)
+                      f"train: {train_data.description}", soft_wrap=True, markup=False)
 
     for epoch in range(start_epoch, settings.epochs + 1):
         net.train()
@@ -308,7 +308,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
                     if isinstance(value, (int, float)) and key != "epoch":
                         writer.add_scalar(key, value, epoch)
             if console is not None:
-                console.print(_epoch_line(row), soft_wrap=True)
+                console.print(_epoch_line(row), soft_wrap=True, markup=False)
         if dist.world > 1:
             torch.distributed.barrier()
     if writer is not None:

@@ -1,0 +1,115 @@
+"""bench.json as other commands read it: validated once, and matched to the artifact it claims to measure.
+
+``avf-deploy plan --bench`` and ``avf-deploy manifest --bench`` both read a bench through
+:func:`read_bench` and check it with :func:`check_bench_of`, so a hand-edited file (wrong types,
+missing keys, a negative or infinite latency) or a bench of another model is refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from avf.errors import InputError
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class _Energy(_Record):
+    measured: bool
+    millijoules_per_inference: float | None = Field(None, ge=0)
+    source: str | None = None
+    reason: str | None = None
+
+
+class _Latency(_Record):
+    p50_ms: float = Field(ge=0)
+    p99_ms: float = Field(ge=0)
+    mean_ms: float = Field(gt=0)
+    iterations: int = Field(ge=1)
+
+
+class _SingleStream(_Latency):
+    energy: _Energy
+
+
+class _Offline(_Record):
+    batch: int = Field(ge=1)
+    samples_per_s: float = Field(gt=0)
+    batch_latency: _Latency
+    energy: _Energy
+
+
+class _Scenarios(_Record):
+    single_stream: _SingleStream | None = Field(None, alias="single-stream")
+    offline: list[_Offline] | None = None
+
+
+class _DeviceMemory(_Record):
+    measured: bool
+    model_device_mib: float | None = None
+    source: str | None = None
+
+
+class _Memory(_Record):
+    model_rss_mib: float
+    device: _DeviceMemory | None = None
+
+
+class _Facts(_Record):
+    kind: Literal["artifact", "checkpoint"]
+    backend: str
+    precision: str
+    onnx_sha256: str | None = None
+
+
+class _Bench(_Record):
+    format: Literal["avf-bench"]
+    target: str
+    target_facts: _Facts
+    scenarios: _Scenarios
+    memory: _Memory
+    conditions: dict
+
+
+def read_bench(path: str | Path) -> dict:
+    """A bench.json written by avf-bench, with every field the deployment commands use checked."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory; --bench is a bench.json file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "bench file not found") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not a bench result: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(data, dict) or data.get("format") != "avf-bench":
+        raise InputError(path, "not an avf-bench result")
+    try:
+        _Bench.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InputError(path, f"invalid bench result: {where}: {error['msg']}") from None
+    return data
+
+
+def check_bench_of(artifact: Path, report: dict, bench: dict) -> None:
+    """A bench of another model (or of the uncompressed checkpoint) must not pass as this artifact's."""
+    facts = bench["target_facts"]
+    if facts["kind"] != "artifact":
+        raise InputError(artifact, f"the bench measured {bench['target']} (a {facts['kind']}), not this artifact")
+    measured = facts.get("onnx_sha256")
+    expected = report["files"]["model.onnx"]["sha256"]
+    if not measured:
+        raise InputError(artifact, "the bench does not record which model.onnx it measured (onnx_sha256); "
+                                   "re-run avf-bench on this artifact")
+    if measured != expected:
+        raise InputError(artifact, f"the bench measured another model.onnx ({bench['target']}), not this artifact's")
