@@ -1,20 +1,33 @@
 """Video-level reading speed: avf's readers against TensorFlow's own batched parse, one run.
 
-Both sides read the same shards into numpy arrays (ids, labels, mean_rgb, mean_audio), both
-check TFRecord CRCs, and both are timed warm (best of --repeats passes after one warm-up pass,
-so the page cache holds the files for everyone). TensorFlow is the reference only: install it
+All readers read the same shards into numpy arrays (ids, labels, mean_rgb, mean_audio), all
+check TFRecord CRCs, and all are timed warm: one warm-up pass each, then ``--repeats``
+rounds in which every reader makes one full pass in turn (interleaved, so that a change in
+machine load hits every reader alike); a reader's time is its best round. avf runs with
+every check on (labels against the 3,862-class vocabulary, finite features, schema).
+
+``--baseline REV`` also times the readers of an earlier commit (e.g. the one before a
+change), loaded side by side from ``git archive`` under another package name, so that
+before and after are measured in the same run. TensorFlow is the reference only: install it
 with `pip install -e .[tf]`.
 
-    python tools/bench_reader.py ../shared/data/yt8m-video -o docs/results/reader_benchmark.json
+    python tools/bench_reader.py ../shared/data/yt8m-video --baseline 0cdc9cb \\
+        -o docs/results/reader_benchmark.json
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,23 +35,36 @@ import numpy as np
 
 from avf.data import expand_sources, iter_batches, iter_records
 
-
-def _time(fn, repeats: int) -> tuple[float, int]:
-    fn()  # warm-up: page cache, lazy imports, TF graph tracing
-    best, count = float("inf"), 0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        count = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, count
+ROOT = Path(__file__).resolve().parents[1]
+_BASELINE_FILES = ("avf/__init__.py", "avf/errors.py", "avf/data/__init__.py", "avf/data/sources.py",
+                   "avf/data/tfrecord.py", "avf/data/youtube8m.py", "avf/data/example_proto.py")
 
 
-def avf_records(files) -> int:
-    return sum(1 for _ in iter_records(files, num_classes=None))
+def load_baseline(rev: str, into: Path):
+    """The avf.data of commit ``rev`` as package ``avf_baseline`` (imports rewritten)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *_BASELINE_FILES], capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            text = tar.extractfile(member).read().decode()
+            text = re.sub(r"\bavf\.", "avf_baseline.", text)
+            target = into / member.name.replace("avf/", "avf_baseline/", 1)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    sys.path.insert(0, str(into))
+    return importlib.import_module("avf_baseline.data"), commit
 
 
-def avf_batches(files, batch_size: int) -> int:
-    return sum(len(batch) for batch in iter_batches(files, batch_size, num_classes=None))
+def count_records(reader, files, classes) -> int:
+    return sum(1 for _ in reader(files, num_classes=classes))
+
+
+def count_batches(reader, files, batch_size: int, classes) -> int:
+    return sum(len(batch) for batch in reader(files, batch_size, num_classes=classes))
 
 
 def tensorflow_batches(files, batch_size: int) -> int:
@@ -71,40 +97,71 @@ def main(argv=None) -> int:
     parser.add_argument("data", help="video-level shards: file, directory or glob")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--classes", type=int, default=3862, help="vocabulary size labels are checked against")
+    parser.add_argument("--baseline", help="also time the readers of this git revision (before/after in one run)")
     parser.add_argument("-o", "--output", type=Path, help="write results as JSON here")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     files = expand_sources(args.data)
-    results = {}
+    tf_name = "tensorflow tf.data + parse_example (batched)"
     runs = [
-        ("tensorflow tf.data + parse_example (batched)", lambda: tensorflow_batches(files, args.batch_size)),
-        ("avf iter_batches", lambda: avf_batches(files, args.batch_size)),
-        ("avf iter_records (one record at a time)", lambda: avf_records(files)),
+        (tf_name, lambda: tensorflow_batches(files, args.batch_size)),
+        ("avf iter_batches", lambda: count_batches(iter_batches, files, args.batch_size, args.classes)),
+        ("avf iter_records", lambda: count_records(iter_records, files, args.classes)),
     ]
-    for name, fn in runs:
-        seconds, count = _time(fn, args.repeats)
-        results[name] = {"records": count, "seconds": round(seconds, 4), "records_per_s": round(count / seconds)}
-        print(f"{name:48s} {count:8d} records  {count / seconds:10,.0f} records/s", flush=True)
-
-    tf_rate = results[runs[0][0]]["records_per_s"]
-    for name, _ in runs[1:]:
-        results[name]["ratio_to_tensorflow"] = round(results[name]["records_per_s"] / tf_rate, 3)
-        print(f"{name:48s} {results[name]['ratio_to_tensorflow']:.2f}x TensorFlow")
+    baseline_commit = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.baseline:
+            old, baseline_commit = load_baseline(args.baseline, Path(tmp))
+            runs += [
+                (f"avf iter_batches at {baseline_commit} (before)",
+                 lambda: count_batches(old.iter_batches, files, args.batch_size, args.classes)),
+                (f"avf iter_records at {baseline_commit} (before)",
+                 lambda: count_records(old.iter_records, files, args.classes)),
+            ]
+        best = {name: float("inf") for name, _ in runs}
+        counts = {}
+        for name, fn in runs:  # warm-up: page cache, lazy imports, TF graph tracing
+            counts[name] = fn()
+        for _ in range(args.repeats):
+            for name, fn in runs:
+                start = time.perf_counter()
+                count = fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+                assert count == counts[name], f"{name}: {count} records, then {counts[name]}"
+    results = {}
+    tf_rate = counts[tf_name] / best[tf_name]
+    for name, _ in runs:
+        rate = counts[name] / best[name]
+        results[name] = {"records": counts[name], "seconds": round(best[name], 4), "records_per_s": round(rate),
+                         "ratio_to_tensorflow": round(rate / tf_rate, 3)}
+        print(f"{name:52s} {counts[name]:8d} records  {rate:10,.0f} records/s  {rate / tf_rate:5.2f}x TensorFlow",
+              flush=True)
 
     import tensorflow as tf
 
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
     report = {
-        "benchmark": "video-level TFRecord read to numpy, warm page cache, best of repeats",
-        "method": "each reader: one warm-up pass, then best wall time of --repeats full passes; "
-        "both sides verify TFRecord CRCs; records/s = videos read / seconds",
+        "benchmark": "video-level TFRecord read to numpy, warm page cache, best of interleaved rounds",
+        "method": "each reader: one warm-up pass, then --repeats rounds in which every reader makes one full pass "
+        "in turn; a reader's time is its best round; all readers verify TFRecord CRCs; avf checks labels against "
+        "--classes, finite features and the schema; records/s = videos read / seconds. Ratios are from one run on "
+        "one machine: other processes may have been sharing it, absolute rates vary with that load, the ratios "
+        "much less",
         "conditions": {
             "files": len(files),
             "bytes": sum(f.stat().st_size for f in files),
             "batch_size": args.batch_size,
             "repeats": args.repeats,
+            "classes": args.classes,
+            "baseline_commit": baseline_commit,
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
+            "load_average_after": None if load is None else [round(x, 2) for x in load],
             "python": sys.version.split()[0],
             "numpy": np.__version__,
             "tensorflow": tf.__version__,

@@ -455,13 +455,16 @@ def _check(rows: _Rows, num_classes: int | None) -> tuple[list[str], np.ndarray,
     first failing row (if any) with its reason."""
     n = len(rows)
     problems: list[tuple[int, str]] = []
-    ids: list[str] = []
-    for i, raw in enumerate(rows.ids):
-        try:
-            ids.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            problems.append((i, "'id' is not UTF-8 text"))
-            break
+    try:
+        ids = [raw.decode("utf-8") for raw in rows.ids]
+    except UnicodeDecodeError:
+        ids = []
+        for i, raw in enumerate(rows.ids):
+            try:
+                ids.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                problems.append((i, "'id' is not UTF-8 text"))
+                break
     counts = np.concatenate(rows.label_counts) if rows.label_counts else np.zeros(0, np.int64)
     if len(rows.labels) == 1:
         values = rows.labels[0]
