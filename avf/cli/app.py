@@ -67,13 +67,19 @@ def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
-def _install_signal_handlers() -> None:
+def _install_signal_handlers() -> dict:
+    """Route the stop signals to Interrupted; returns the previous handlers (to restore in-process callers)."""
     import signal
+    import threading
 
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         number = getattr(signal, name, None)
         if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, _raise_interrupted)
+            previous[number] = signal.signal(number, _raise_interrupted)
+    return previous
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -104,7 +110,7 @@ def run(args: list[str] | None = None) -> None:
     except ImportError:
         from click.exceptions import UsageError
 
-    _install_signal_handlers()
+    previous = _install_signal_handlers()
     try:
         code = app(args=args, prog_name="avf", standalone_mode=False)
     except InputError as exc:
@@ -130,6 +136,11 @@ def run(args: list[str] | None = None) -> None:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         fail(f"{where}{exc.strerror or exc}")
+    finally:
+        import signal
+
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

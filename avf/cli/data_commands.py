@@ -34,7 +34,7 @@ def synth(
     videos: int = typer.Option(2000, "--videos", "-n", min=10, help="Videos in all splits together."),
     classes: int = typer.Option(100, "--classes", "-c", min=2, help="Vocabulary size."),
     level: Level = typer.Option(Level.video, "--level", help="video: mean features; frame: 1 s uint8 frames."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same bytes."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:
     """Write learnable synthetic data in the exact YouTube-8M TFRecord schema."""
@@ -51,7 +51,7 @@ def synth(
 def convert(
     source: str = typer.Argument(..., help="TFRecord file, directory or quoted glob, e.g. 'data/train*.tfrecord'."),
     store: Path = typer.Argument(..., help="Feature store directory to create."),
-    classes: int = typer.Option(None, "--classes", "-c", help="Class count (default: vocabulary.csv beside the data, else 3862)."),
+    classes: int = typer.Option(None, "--classes", "-c", min=1, help="Class count (default: vocabulary.csv beside the data, else 3862)."),
     vocabulary: Path = typer.Option(None, "--vocabulary", help="vocabulary.csv to check labels against."),
     dtype: FeatureDtype = typer.Option(FeatureDtype.float16, "--dtype", help="Video-level feature dtype (frame level stays uint8)."),
     force: bool = typer.Option(False, "--force", help="Replace STORE if it exists (only once the new one is complete)."),
@@ -73,9 +73,9 @@ def convert(
 @data_app.command()
 def inspect(
     path: str = typer.Argument(..., help="TFRecord file, directory, quoted glob, or feature store."),
-    classes: int = typer.Option(None, "--classes", "-c", help="Class count to check labels against."),
+    classes: int = typer.Option(None, "--classes", "-c", min=1, help="Class count to check labels against."),
     vocabulary: Path = typer.Option(None, "--vocabulary", help="vocabulary.csv for class names."),
-    top: int = typer.Option(10, "--top", help="How many of the most frequent classes to list."),
+    top: int = typer.Option(10, "--top", min=1, help="How many of the most frequent classes to list."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Read everything (checking every CRC and the schema) and summarize counts, labels and features."""

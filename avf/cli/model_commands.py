@@ -10,9 +10,9 @@ from rich.table import Table
 
 
 def models_command(
-    classes: int = typer.Option(4716, "--classes", "-c", help="Class count (the paper's counts are for 4716)."),
-    rgb_dim: int = typer.Option(1024, "--rgb-dim"),
-    audio_dim: int = typer.Option(128, "--audio-dim"),
+    classes: int = typer.Option(4716, "--classes", "-c", min=1, help="Class count (the paper's counts are for 4716)."),
+    rgb_dim: int = typer.Option(1024, "--rgb-dim", min=1),
+    audio_dim: int = typer.Option(128, "--audio-dim", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, params, paper_params}."),
 ) -> None:
     """List every model of the zoo: name, parameters (counted, not estimated), the paper's count."""

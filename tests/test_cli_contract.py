@@ -1,0 +1,377 @@
+"""The CLI contract under misuse: every command, bad values, missing, unwritable and existing outputs.
+
+Each case runs the real command (in-process, through the same ``run`` the console scripts use)
+and asserts the contract: the expected exit code, exactly one ``error:`` line on stderr, no
+traceback, and not one file created, changed or removed anywhere under the working folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+def cli(*args) -> tuple[int, str, str]:
+    """Run ``avf ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from avf.cli.app import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            run([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` (hidden ones included) with its size and modification time."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            state[str(path.relative_to(root))] = (info.st_size if path.is_file() else -1, info.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Data, a store, a small trained checkpoint, an accepted artifact, its bench and manifest, a profile."""
+    root = tmp_path_factory.mktemp("contract")
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        assert cli("data", "synth", "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
+        assert cli("data", "synth", "frames", "--videos", 20, "--classes", 12, "--level", "frame", "--seed", 3)[0] == 0
+        assert cli("data", "convert", "frames/validate*.tfrecord", "frame_store")[0] == 0
+        code, _, err = cli("train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "--val",
+                           "data/validate*.tfrecord", "-o", "run", "--epochs", 1, "--width", 16,
+                           "--attention-width", 16, "--heads", 2, "--threads", 1)
+        assert code == 0, err
+        code, _, err = cli("compress", "run/best.pt", "-o", "run/best.fp32")
+        assert code == 0, err
+        assert cli("bench", "run/best.fp32", "--batch", "1", "--duration", 0.05, "-o", "bench.json")[0] == 0
+        assert cli("bench", "run/best.pt", "--batch", "1", "--duration", 0.05, "-o", "bench_ckpt.json")[0] == 0
+        code, _, err = cli("deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "--bench", "bench.json",
+                           "-o", "manifest.json")
+        assert code in (0, 3), err
+        Path("afile").write_text("not a folder\n")
+        Path("foreign").mkdir()
+        (Path("foreign") / "precious.txt").write_text("the user's own\n")
+        shutil.copytree("run/best.fp32", "corrupt_report")
+        (Path("corrupt_report") / "report.json").write_text("{ not json")
+        shutil.copytree("run/best.fp32", "no_onnx")
+        (Path("no_onnx") / "model.onnx").unlink()
+        shutil.copytree("run/best.fp32", "rejected")
+        report = json.loads((Path("rejected") / "report.json").read_text())
+        report.update(accepted=False, reason="GAP retention 0.5 < 0.99")
+        (Path("rejected") / "report.json").write_text(json.dumps(report))
+        for name, change in (("negative", lambda single: single.update(p99_ms=-1.0)),
+                             ("missing_key", lambda single: single.pop("energy")),
+                             ("wrong_type", lambda single: single.update(p50_ms="fast"))):
+            bench = json.loads(Path("bench.json").read_text())
+            change(bench["scenarios"]["single-stream"])
+            Path(f"{name}.json").write_text(json.dumps(bench))
+        Path("notjson.json").write_text("bench results\n")
+        Path("empty.json").write_text("")
+        manifest = json.loads(Path("manifest.json").read_text())
+        Path("absolute.json").write_text(json.dumps({**manifest, "artifact_dir": "/etc"}))
+        Path("dotdot.json").write_text(json.dumps({**manifest, "artifact_dir": "../run/best.fp32"}))
+        files = [{**entry, "name": "../../etc/passwd"} for entry in manifest["files"]]
+        Path("escape.json").write_text(json.dumps({**manifest, "files": files}))
+        Path("latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+        profile = json.loads(cli("profiles", "x86-cpu", "--json")[1])
+        Path("inf_tdp.yaml").write_text(json.dumps({**profile, "tdp_w": float("inf")}).replace("Infinity", ".inf"))
+        Path("vocab_dup.csv").write_text("Index,Name\n0,a\n0,b\n")
+        Path("vocab_gap.csv").write_text("Index,Name\n0,a\n2,c\n")
+        Path("vocab_noname.csv").write_text("Index,Label\n0,a\n")
+        yield root
+    finally:
+        os.chdir(previous)
+
+
+T = ["train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "-o", "new_run", "--epochs", "1"]
+COMPRESS = ["compress", "run/best.pt"]
+BENCH = ["bench", "run/best.fp32", "--duration", "0.05"]
+PREDICT = ["predict", "run/best.fp32", "--data", "data/validate*.tfrecord"]
+
+# (case id, arguments, what the one error line must mention)
+BAD = [
+    # values
+    ("train-classes-0", T + ["--classes", "0"], "--classes"),
+    ("train-classes-negative", T + ["--classes", "-3"], "--classes"),
+    ("train-width-0", T + ["--width", "0"], "--width"),
+    ("train-width-negative", T + ["--width", "-8"], "--width"),
+    ("train-attention-width-0", T + ["--attention-width", "0"], "--attention-width"),
+    ("train-seed-negative", T + ["--seed", "-1"], "--seed"),
+    ("train-batch-0", T + ["--batch", "0"], "--batch"),
+    ("train-heads-indivisible", T + ["--width", "16", "--attention-width", "12", "--heads", "5"], "divisible"),
+    ("train-device-unknown", T + ["--device", "tpu"], "--device"),
+    ("train-lr-0", T + ["--lr", "0"], "--lr"),
+    ("train-dropout-1", T + ["--dropout", "1"], "--dropout"),
+    ("train-model-unknown", ["train", "-m", "nope", "--train", "data", "-o", "new_run"], "unknown model"),
+    ("train-width-huge", T + ["--width", "100000000"], "GiB"),
+    ("train-out-is-file", T[:-4] + ["-o", "afile"], "afile"),
+    ("train-resume-nothing", T + ["--resume"], "no run to resume"),
+    ("train-resume-conflict", ["train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "-o", "run",
+                               "--resume", "--lr", "0.5"], "lr"),
+    ("train-resume-other-model", ["train", "-m", "fc_audio", "--train", "data/train*.tfrecord", "-o", "run",
+                                  "--resume"], "model"),
+    ("eval-batch-0", ["eval", "run/best.pt", "--data", "data/validate*.tfrecord", "--batch-size", "0"], "--batch-size"),
+    ("models-classes-0", ["models", "--classes", "0"], "--classes"),
+    # compress: data loss and odd outputs
+    ("compress-out-holds-checkpoint", COMPRESS + ["-o", "run", "--force"], "input"),
+    ("compress-out-cwd", COMPRESS + ["-o", ".", "--force"], "input"),
+    ("compress-out-foreign", COMPRESS + ["-o", "foreign", "--force"], "not an artifact"),
+    ("compress-out-file", COMPRESS + ["-o", "afile", "--force"], "not a directory"),
+    ("compress-out-unwritable", COMPRESS + ["-o", "afile/artifact"], "afile"),
+    ("compress-out-exists", COMPRESS + ["-o", "run/best.fp32"], "--force"),
+    ("compress-prune-impossible", COMPRESS + ["--prune", "0.97", "-o", "pruned"], "--prune"),
+    ("compress-prune-above-1", COMPRESS + ["--prune", "1.5", "-o", "pruned"], "--prune"),
+    ("compress-two-precisions", COMPRESS + ["--int8", "--fp16", "-o", "x"], "precision"),
+    ("compress-missing-checkpoint", ["compress", "nothere.pt"], "not found"),
+    ("compress-folder-as-checkpoint", ["compress", "data"], "directory"),
+    ("compress-artifact-as-checkpoint", ["compress", "run/best.fp32"], "artifact"),
+    # bench
+    ("bench-out-exists", BENCH + ["-o", "bench.json"], "--force"),
+    ("bench-out-folder", BENCH + ["-o", "foreign"], "directory"),
+    ("bench-out-unwritable", BENCH + ["-o", "afile/bench.json"], "afile"),
+    ("bench-batch-0", BENCH + ["--batch", "0", "-o", "b.json"], "--batch"),
+    ("bench-batch-text", BENCH + ["--batch", "one", "-o", "b.json"], "--batch"),
+    ("bench-batch-huge", BENCH + ["--batch", "1000000000000", "-o", "b.json"], "GiB"),
+    ("bench-device-unknown", BENCH + ["--device", "tpu", "-o", "b.json"], "--device"),
+    ("bench-corrupt-report", ["bench", "corrupt_report", "-o", "b.json"], "report"),
+    ("bench-threads-0", BENCH + ["--threads", "0", "-o", "b.json"], "--threads"),
+    # predict
+    ("predict-out-exists", PREDICT + ["-o", "bench.json"], "--force"),
+    ("predict-out-folder", PREDICT + ["-o", "foreign"], "directory"),
+    ("predict-out-is-input", PREDICT + ["-o", "data/validate0000.tfrecord", "--force"], "input"),
+    ("predict-vocab-folder", PREDICT + ["--vocab", "data", "-o", "p.csv"], "directory"),
+    ("predict-frame-store", ["predict", "run/best.fp32", "--data", "frame_store", "-o", "p.csv"], "frame"),
+    ("predict-corrupt-report", ["predict", "corrupt_report", "--data", "data/validate*.tfrecord", "-o", "p.csv"],
+     "report"),
+    ("predict-vocab-duplicate", PREDICT + ["--vocab", "vocab_dup.csv", "-o", "p.csv"], "twice"),
+    ("predict-vocab-gap", PREDICT + ["--vocab", "vocab_gap.csv", "-o", "p.csv"], "missing"),
+    ("predict-vocab-no-name", PREDICT + ["--vocab", "vocab_noname.csv", "-o", "p.csv"], "Name"),
+    # deploy
+    ("plan-bench-of-checkpoint", ["deploy", "plan", "run/best.fp32", "-p", "x86-cpu", "--bench", "bench_ckpt.json"],
+     "checkpoint"),
+    ("plan-bench-negative", ["deploy", "plan", "run/best.fp32", "-p", "x86-cpu", "--bench", "negative.json"], "p99"),
+    ("plan-bench-missing-key", ["deploy", "plan", "run/best.fp32", "-p", "x86-cpu", "--bench", "missing_key.json"],
+     "energy"),
+    ("plan-bench-wrong-type", ["deploy", "plan", "run/best.fp32", "-p", "x86-cpu", "--bench", "wrong_type.json"],
+     "p50"),
+    ("plan-bench-not-json", ["deploy", "plan", "run/best.fp32", "-p", "x86-cpu", "--bench", "notjson.json"], "JSON"),
+    ("manifest-out-exists", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "manifest.json"], "--force"),
+    ("manifest-out-elsewhere", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "foreign/m.json"],
+     "ships with its artifact"),
+    ("manifest-rejected", ["deploy", "manifest", "rejected", "-p", "x86-cpu", "-o", "m.json"], "rejected"),
+    ("manifest-profile-latin1", ["deploy", "manifest", "run/best.fp32", "-p", "latin1.yaml", "-o", "m.json"], "UTF-8"),
+    ("manifest-profile-inf-tdp", ["deploy", "manifest", "run/best.fp32", "-p", "inf_tdp.yaml", "-o", "m.json"], "tdp"),
+    ("profiles-inf-tdp", ["profiles", "inf_tdp.yaml", "--json"], "tdp"),
+    ("verify-empty", ["deploy", "verify", "empty.json"], "empty"),
+    ("verify-not-json", ["deploy", "verify", "notjson.json"], "manifest"),
+    ("verify-absolute", ["deploy", "verify", "absolute.json"], "artifact_dir"),
+    ("verify-dotdot", ["deploy", "verify", "dotdot.json"], "artifact_dir"),
+    ("verify-escape", ["deploy", "verify", "escape.json"], "files"),
+    ("triton-no-onnx", ["deploy", "triton", "no_onnx", "-o", "repo"], "model.onnx"),
+    ("triton-rejected", ["deploy", "triton", "rejected", "-o", "repo"], "rejected"),
+    ("triton-out-file", ["deploy", "triton", "run/best.fp32", "-o", "afile"], "afile"),
+    # data
+    ("synth-out-file", ["data", "synth", "afile", "--videos", "20", "--force"], "not a directory"),
+    ("synth-out-foreign", ["data", "synth", "foreign", "--videos", "20", "--force"], "not a synthetic data folder"),
+    ("synth-videos-0", ["data", "synth", "new_data", "--videos", "0"], "--videos"),
+    ("convert-store-foreign", ["data", "convert", "data/train*.tfrecord", "foreign", "--force"], "not a feature store"),
+    ("convert-store-holds-input", ["data", "convert", "data/train*.tfrecord", "data", "--force"], "input"),
+    ("convert-vocab-duplicate", ["data", "convert", "data/train*.tfrecord", "s", "--vocabulary", "vocab_dup.csv"],
+     "twice"),
+    ("inspect-missing", ["data", "inspect", "nothere*.tfrecord"], "nothere"),
+]
+
+
+@pytest.mark.parametrize("case, args, mentions", BAD, ids=[case[0] for case in BAD])
+def test_bad_use_is_one_error_line_exit_2_and_touches_nothing(world, case, args, mentions):
+    before = snapshot(world)
+    code, out, err = cli(*args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2, f"exit {code}\nstdout: {out}\nstderr: {err}"
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert mentions.lower() in errors[0].lower(), errors[0]
+    assert snapshot(world) == before, "files changed on disk"
+
+
+def test_error_lines_keep_square_brackets(world):
+    code, _, err = cli("deploy", "triton", "no_onnx[v2]", "-o", "repo")
+    assert code == 2 and "no_onnx[v2]" in err
+    from avf.compress.tensorrt_engine import unavailable_reason
+
+    if unavailable_reason() and "not installed" in unavailable_reason():  # the fix names the extra, brackets and all
+        code, _, err = cli("compress", "run/best.pt", "--backend", "tensorrt", "-o", "trt")
+        assert code == 2 and "avf[tensorrt]" in err
+
+
+def test_not_deployable_exits_3_with_the_manifest_written(world, tmp_path):
+    budgets = json.loads(cli("profiles", "x86-cpu", "--json")[1])
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(json.dumps({**budgets, "name": "tight", "budgets": {"latency_ms": 1e-9, "memory_mib": 1e-9}}))
+    out = world / "run" / "tight_manifest.json"
+    code, stdout, _ = cli("deploy", "manifest", "run/best.fp32", "-p", tight, "--bench", "bench.json", "-o", out)
+    assert code == 3 and "NOT deployable" in stdout
+    manifest = json.loads(out.read_text())
+    assert manifest["decision"]["deployable"] is False and manifest["decision"]["accuracy_checked"] is True
+    out.unlink()
+
+
+def test_manifest_verify_checks_the_shipped_copy_not_the_build(world, tmp_path):
+    shipped = tmp_path / "ship"
+    shipped.mkdir()
+    shutil.copytree(world / "run" / "best.fp32", shipped / "best.fp32")
+    code, _, err = cli("deploy", "manifest", shipped / "best.fp32", "-p", "x86-cpu", "-o", shipped / "manifest.json")
+    assert code in (0, 3), err
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    assert manifest["artifact_dir"] == "best.fp32"
+    moved = tmp_path / "moved"
+    shutil.move(shipped, moved)  # the fleet's copy, somewhere else
+    assert cli("deploy", "verify", moved / "manifest.json")[0] == 0
+    with open(moved / "best.fp32" / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    code, _, err = cli("deploy", "verify", moved / "manifest.json")
+    assert code == 1 and "mismatch" in err  # the original build folder is intact; the copy is what is checked
+    (moved / "best.fp32" / "model.onnx").unlink()
+    code, _, err = cli("deploy", "verify", moved / "manifest.json")
+    assert code == 1 and "missing" in err
+
+
+def test_triton_force_replaces_only_its_own_model(world, tmp_path):
+    repo = tmp_path / "repo"
+    other = repo / "someone_elses_model" / "1"
+    other.mkdir(parents=True)
+    (other / "model.onnx").write_bytes(b"their model")
+    (repo / "someone_elses_model" / "config.pbtxt").write_text('name: "someone_elses_model"\n')
+    assert cli("deploy", "triton", world / "run" / "best.fp32", "-o", repo)[0] == 0
+    assert cli("deploy", "triton", world / "run" / "best.fp32", "-o", repo)[0] == 2  # exists: needs --force
+    assert cli("deploy", "triton", world / "run" / "best.fp32", "-o", repo, "--force")[0] == 0
+    assert (other / "model.onnx").read_bytes() == b"their model"
+    assert (repo / "attend_fusion" / "config.pbtxt").is_file()
+    assert sorted(p.name for p in repo.iterdir()) == ["attend_fusion", "someone_elses_model"]
+
+
+def test_unchecked_accuracy_is_flagged_and_not_deployable(world, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    import torch
+
+    payload = torch.load(run / "best.pt", weights_only=False)
+    payload["settings"]["val"] = None  # a run trained without validation data
+    payload["data"]["val"] = None
+    torch.save(payload, run / "best.pt")
+    code, _, err = cli("compress", run / "best.pt", "-o", run / "unchecked")
+    assert code == 0, err
+    code, stdout, _ = cli("deploy", "manifest", run / "unchecked", "-p", "x86-cpu", "-o", run / "m.json")
+    manifest = json.loads((run / "m.json").read_text())
+    assert code == 3 and manifest["decision"]["accuracy_checked"] is False and not manifest["decision"]["deployable"]
+    assert "accuracy never checked" in stdout
+
+
+def test_nan_checkpoint_is_refused_by_every_consumer(world, tmp_path):
+    import torch
+
+    payload = torch.load(world / "run" / "best.pt", weights_only=False)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
+    broken = tmp_path / "nan.pt"
+    torch.save(payload, broken)
+    for args in (["predict", broken, "--data", world / "data" / "validate0000.tfrecord", "-o", tmp_path / "p.csv"],
+                 ["bench", broken, "--duration", 0.05, "-o", tmp_path / "b.json"],
+                 ["compress", broken, "-o", tmp_path / "a"],
+                 ["eval", broken, "--data", world / "data" / "validate0000.tfrecord"]):
+        code, _, err = cli(*args)
+        assert code == 2 and "NaN" in err, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
+
+
+def test_training_stops_at_the_first_non_finite_loss(tmp_path):
+    from avf.data.tfrecord import TFRecordWriter
+    from avf.data.youtube8m import encode_video_example
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    with TFRecordWriter(data / "train0000.tfrecord") as writer:
+        for i in range(64):
+            rgb = np.full(1024, 3e38, np.float32)  # finite, but the first layer's output overflows
+            writer.write(encode_video_example(f"v{i}", [i % 4], rgb, rng.normal(size=128).astype(np.float32)))
+    code, out, err = cli("train", "-m", "fc_early_fusion", "--train", data, "-o", tmp_path / "run", "--classes", 4,
+                         "--width", 16, "--epochs", 1, "--lr", 1e-3)
+    assert code == 2 and "diverged" in err and "checkpoints in" not in out
+    assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_float16_store_refuses_values_it_cannot_hold(tmp_path):
+    import numpy as np
+
+    from avf.data.tfrecord import TFRecordWriter
+    from avf.data.youtube8m import encode_video_example
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with TFRecordWriter(data / "train0000.tfrecord") as writer:
+        rgb = np.zeros(1024, np.float32)
+        writer.write(encode_video_example("ok", [0], rgb, np.zeros(128, np.float32)))
+        rgb[5] = 1e30
+        writer.write(encode_video_example("huge", [1], rgb, np.zeros(128, np.float32)))
+    code, _, err = cli("data", "convert", data, tmp_path / "store", "--classes", 2)
+    assert code == 2 and "'huge'" in err and "float32" in err and not (tmp_path / "store").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert cli("data", "convert", data, tmp_path / "store", "--classes", 2, "--dtype", "float32")[0] == 0
+
+
+def test_options_that_do_nothing_say_so(world, tmp_path):
+    code, _, err = cli("compress", world / "run" / "best.pt", "--calib", world / "data", "-o", tmp_path / "a")
+    assert code == 0 and "--calib does nothing without --int8" in err
+
+
+@pytest.mark.parametrize("command", ["synth", "convert", "compress"])
+def test_sigterm_cleans_up_like_ctrl_c(world, tmp_path, command):
+    """A SIGTERM mid-write leaves no hidden partial folder, like SIGINT, and exits 128 + 15."""
+    target = tmp_path / "out"
+    args = {"synth": ["data", "synth", target, "--videos", 200000, "--classes", 50],
+            "convert": ["data", "convert", world / "data" / "*.tfrecord", target],
+            "compress": ["compress", world / "run" / "best.pt", "--int8", "--calib-size", 64, "-o", target]}[command]
+    if command == "convert":  # enough bytes that the conversion is still running when the signal comes
+        many = tmp_path / "many"
+        many.mkdir()
+        for i in range(60):
+            shutil.copy(world / "data" / "train0000.tfrecord", many / f"train{i:04d}.tfrecord")
+        args = ["data", "convert", many, target, "--classes", 12]
+    process = subprocess.Popen([sys.executable, "-m", "avf", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, f"{command} ended before the signal: {process.communicate()}"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
