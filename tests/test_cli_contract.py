@@ -375,3 +375,32 @@ def test_sigterm_cleans_up_like_ctrl_c(world, tmp_path, command):
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_every_registry_model_goes_through_compress_bench_predict_and_deploy(world, tmp_path):
+    """Every model `avf models` lists, single-modality ones included, through the whole deployment path."""
+    from avf.models import MODEL_NAMES
+    from avf.train.loop import TrainSettings, train
+
+    data = world / "data"
+    for name in MODEL_NAMES:
+        run = tmp_path / name
+        train(TrainSettings(model=name, train=str(data / "train*.tfrecord"), val=str(data / "validate*.tfrecord"),
+                            out=str(run), epochs=1, width=16, attention_width=16, heads=2, threads=1))
+        artifact = run / "int8"
+        code, _, err = cli("compress", run / "best.pt", "--int8", "--calib-size", 64, "--min-retention", 0, "-o", artifact)
+        assert code == 0, (name, err)
+        report = json.loads((artifact / "report.json").read_text())
+        assert report["io"]["inputs"] == {"rgb": ["batch", 1024], "audio": ["batch", 128]}, name
+        code, _, err = cli("bench", artifact, "--scenario", "single-stream", "--duration", 0.02, "--threads", 1,
+                           "-o", run / "bench.json")
+        assert code == 0, (name, err)
+        code, _, err = cli("predict", artifact, "--data", data / "validate0000.tfrecord", "--top-k", 3,
+                           "-o", run / "predictions.csv")
+        assert code == 0 and len((run / "predictions.csv").read_text().splitlines()) > 1, (name, err)
+        code, _, err = cli("deploy", "manifest", artifact, "-p", "x86-cpu", "--bench", run / "bench.json",
+                           "-o", run / "manifest.json")
+        assert code in (0, 3) and (run / "manifest.json").is_file(), (name, err)
+        assert cli("deploy", "verify", run / "manifest.json")[0] == 0, name
+        code, _, err = cli("deploy", "triton", artifact, "-o", tmp_path / "triton")
+        assert code == 0 and (tmp_path / "triton" / name / "config.pbtxt").is_file(), (name, err)
