@@ -118,12 +118,23 @@ _RGB_BYTES, _AUDIO_BYTES = 4 * RGB_DIM, 4 * AUDIO_DIM
 _FAST_MAX_ENTRIES = 8
 #: Force every record through the exact decoder (tests compare both paths with it).
 FORCE_EXACT = False
-#: (key length, key bytes, Feature kind tag) the numpy path looks for: id, labels, mean_rgb,
-#: mean_audio, then the segment keys (which send a record to the exact decoder).
-_FAST_KEYS = [(len(key), np.frombuffer(key, np.uint8), tag) for key, tag in (
-    (b"id", 0x0A), (b"labels", 0x1A), (b"mean_rgb", 0x12), (b"mean_audio", 0x12),
-    (b"segment_start_times", 0), (b"segment_labels", 0), (b"segment_scores", 0))]
-_KEY_WIDTH = max(length for length, _, _ in _FAST_KEYS)
+#: The context keys the numpy path knows, by code: 0 id, 1 labels, 2 mean_rgb, 3 mean_audio
+#: (with their Feature kind tags), 4 anything starting "segment_" of the segment keys' lengths
+#: (sent to the exact decoder). Looked up by key length, then compared in one step.
+_KNOWN = [(b"id", 0x0A), (b"labels", 0x1A), (b"mean_rgb", 0x12), (b"mean_audio", 0x12)]
+_KEY_WIDTH = 19  # len("segment_start_times"), the longest
+_HEAD_WIDTH = 5 + _KEY_WIDTH  # 0a ELEN(2) 0a KLEN KEY
+_KEY_CODE = np.full(256, -1, np.int64)
+_KEY_BYTES = np.zeros((6, _KEY_WIDTH), np.uint8)
+_KEY_MASK = np.zeros((6, _KEY_WIDTH), bool)
+_KEY_KIND = np.full(6, -1, np.int64)
+for _code, (_key, _kind) in enumerate(_KNOWN + [(b"segment_", -1)]):
+    _KEY_BYTES[_code, : len(_key)] = np.frombuffer(_key, np.uint8)
+    _KEY_MASK[_code, : len(_key)] = True
+    _KEY_KIND[_code] = _kind
+    for _length in ([len(_key)] if _kind >= 0 else [len("segment_labels"), len("segment_start_times")]):
+        _KEY_CODE[_length] = _code
+_KEY_MASK[5] = True  # row -1: never matches (code -1 is masked out anyway)
 
 
 @dataclass(slots=True)
@@ -204,10 +215,10 @@ def _fast_video(a: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     fend = fstart + flen
     ok &= (fend == ends) | ((fend + 2 == ends) & (a.take(fend, mode="clip") == 0x12)
                             & (a.take(fend + 1, mode="clip") == 0))
-    seen = np.zeros((4, n), np.int64)
-    data_start = np.zeros((4, n), np.int64)
-    data_len = np.zeros((4, n), np.int64)
-    window = sliding_window_view(a, _KEY_WIDTH)
+    seen = np.zeros((5, n), np.int64)
+    data_start = np.zeros((5, n), np.int64)
+    data_len = np.zeros((5, n), np.int64)
+    window = sliding_window_view(a, _HEAD_WIDTH)
     cur = fstart
     for _ in range(_FAST_MAX_ENTRIES):
         active = ok & (cur < fend)
@@ -215,35 +226,38 @@ def _fast_video(a: np.ndarray, starts: np.ndarray, ends: np.ndarray):
             break
         idx = np.flatnonzero(active)
         c = cur[idx]
-        elen, q = _len2(a, c + 1)
+        # one gather holds the entry's tag, its length varint, the key's tag and length and
+        # the key itself: 0a ELEN(1-2 bytes) 0a KLEN KEY...
+        head = window[np.minimum(c, size - _HEAD_WIDTH)]
+        e0, e1 = head[:, 1], head[:, 2]
+        two = e0 >= 0x80
+        elen = np.where(two, (e0 & 0x7F) | (e1.astype(np.int64) << 7), e0)
+        q = c + 2 + two
         qend = q + elen
-        klen = a.take(q + 1, mode="clip").astype(np.int64)
+        klen = np.where(two, head[:, 4], head[:, 3]).astype(np.int64)
+        keyb = np.where(two[:, None], head[:, 5:], head[:, 4:-1])
         kend = q + 2 + klen
         vlen, fs = _len2(a, kend + 1)
         llen, ls = _len2(a, fs + 1)
         dlen, ds = _len2(a, ls + 1)
         tag = a.take(fs, mode="clip")
         empty = llen == 0
-        good = ((a.take(c, mode="clip") == 0x0A) & (a.take(q, mode="clip") == 0x0A) & (klen < 0x80)
+        good = ((head[:, 0] == 0x0A) & (np.where(two, head[:, 3], head[:, 2]) == 0x0A) & ~(two & (e1 >= 0x80))
+                & (c <= size - _HEAD_WIDTH) & (klen < 0x80)
                 & (a.take(kend, mode="clip") == 0x12) & (qend <= fend[idx]) & (vlen > 0)
-                & (fs + vlen == qend) & (ls + llen == qend) & (q + 2 <= size - _KEY_WIDTH)
+                & (fs + vlen == qend) & (ls + llen == qend)
                 & (empty | ((a.take(ls, mode="clip") == 0x0A) & (ds + dlen == qend))))
         dlen[empty] = 0
-        keyb = window[np.minimum(q + 2, size - _KEY_WIDTH)]
-        for k, (length, pattern, kind_tag) in enumerate(_FAST_KEYS):
-            hit = klen == length
-            if not hit.any():
-                continue
-            hit &= good & (keyb[:, :length] == pattern).all(axis=1)
-            if k >= 4:  # segment annotations: the exact decoder handles them
-                good &= ~hit
-                continue
-            rows = idx[hit]
-            seen[k, rows] += 1
-            # a wanted key of the wrong kind: leave the record (and the reason) to the exact path
-            good &= ~hit | (tag == kind_tag)
-            data_start[k, rows] = ds[hit]
-            data_len[k, rows] = dlen[hit]
+        # which wanted key (if any): one table lookup by key length, one compare
+        code = _KEY_CODE[klen & 0xFF]
+        match = (code >= 0) & ((keyb == _KEY_BYTES[code]) | ~_KEY_MASK[code]).all(axis=1)
+        # segment annotations, or a wanted key of the wrong kind: the exact decoder decides
+        good &= ~match | ((code < 4) & (tag == _KEY_KIND[code]))
+        sel = np.flatnonzero(match & good)
+        rows, kind = idx[sel], code[sel]
+        seen[kind, rows] += 1  # one entry per record per step: no repeated (kind, row) pairs
+        data_start[kind, rows] = ds[sel]
+        data_len[kind, rows] = dlen[sel]
         ok[idx[~good]] = False
         cur = cur.copy() if cur is fstart else cur
         cur[idx] = qend
