@@ -7,12 +7,12 @@ the same way everywhere, and the deployment commands refuse a rejected artifact.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from avf.data.vocabulary import file_sha256
+from avf.documents import parse_mapping, read_text, validate
 from avf.errors import InputError
 
 REPORT = "report.json"
@@ -59,20 +59,11 @@ def read_artifact(artifact: str | Path) -> dict:
         raise InputError(artifact, "artifact not found")
     if not report_path.is_file():
         raise InputError(artifact, "not an avf-compress artifact (no report.json)")
-    try:
-        report = json.loads(report_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(report_path, "corrupt report: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(report_path, f"corrupt report: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(report, dict) or report.get("format") != "avf-artifact":
-        raise InputError(report_path, "not an avf-compress report")
-    try:
-        _Report.model_validate(report)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise InputError(report_path, f"corrupt report: {where}: {error['msg']}") from None
+    what = "an avf-compress report"
+    report = parse_mapping(report_path, what, read_text(report_path, what))
+    if report.get("format") != "avf-artifact":
+        raise InputError(report_path, f"not {what} (format is {report.get('format')!r})")
+    validate(report_path, what, report, _Report)
     if "model.onnx" not in report["files"]:
         raise InputError(report_path, "corrupt report: lists no model.onnx")
     if "precision" not in report["stages"][-1]:

@@ -7,12 +7,12 @@ missing keys, a negative or infinite latency) or a bench of another model is ref
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from avf.documents import parse_mapping, read_text, validate
 from avf.errors import InputError
 
 
@@ -80,24 +80,11 @@ class _Bench(_Record):
 def read_bench(path: str | Path) -> dict:
     """A bench.json written by avf-bench, with every field the deployment commands use checked."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a directory; --bench is a bench.json file")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "bench file not found") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "not a bench result: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(data, dict) or data.get("format") != "avf-bench":
-        raise InputError(path, "not an avf-bench result")
-    try:
-        _Bench.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise InputError(path, f"invalid bench result: {where}: {error['msg']}") from None
+    what = "an avf-bench result"
+    data = parse_mapping(path, what, read_text(path, what))
+    if data.get("format") != "avf-bench":
+        raise InputError(path, f"not {what} (format is {data.get('format')!r})")
+    validate(path, what, data, _Bench)
     return data
 
 

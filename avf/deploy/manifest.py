@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avf import __version__
 from avf.atomic import create_file
 from avf.data.vocabulary import file_sha256
 from avf.deploy.artifact import open_artifact
+from avf.documents import read_document
 from avf.deploy.bench_record import check_bench_of
 from avf.deploy.plan import predict_on_profile
 from avf.deploy.profiles import DeviceProfile
@@ -221,23 +222,7 @@ def write_manifest(manifest: DeploymentManifest, out: str | Path, force: bool = 
 
 
 def read_manifest(path: str | Path) -> DeploymentManifest:
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a directory; expected a manifest.json file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "manifest not found") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "not a deployment manifest: not UTF-8 text") from None
-    if not text.strip():
-        raise InputError(path, "not a deployment manifest: the file is empty")
-    try:
-        return DeploymentManifest.model_validate_json(text)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "document"
-        raise InputError(path, f"not a valid deployment manifest: {where}: {error['msg']}") from None
+    return read_document(path, "a deployment manifest", DeploymentManifest)[1]
 
 
 def verify_manifest(path: str | Path) -> list[str]:

@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from avf.documents import read_document
 from avf.errors import InputError
 
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"]
@@ -84,20 +84,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     path = shipped.get(str(name_or_path)) or Path(name_or_path)
     if not path.is_file():
         raise InputError(name_or_path, f"no such profile (shipped: {', '.join(sorted(shipped))}) and no such file")
-    try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(path, "not a profile: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise InputError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "a profile must be a YAML mapping of fields")
-    try:
-        return DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "profile"
-        raise InputError(path, f"field '{field}': {error['msg']}") from None
+    return read_document(path, "a device profile", DeviceProfile, language="yaml")[1]
 
 
 def all_profiles() -> list[DeviceProfile]:
