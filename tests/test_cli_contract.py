@@ -404,3 +404,23 @@ def test_every_registry_model_goes_through_compress_bench_predict_and_deploy(wor
         assert cli("deploy", "verify", run / "manifest.json")[0] == 0, name
         code, _, err = cli("deploy", "triton", artifact, "-o", tmp_path / "triton")
         assert code == 0 and (tmp_path / "triton" / name / "config.pbtxt").is_file(), (name, err)
+
+
+def test_compress_summary_prints_a_null_retention_ratio(world):
+    """A young model's F1 is 0, so its retention ratio is null: the summary says so instead of a TypeError."""
+    import io
+
+    from rich.console import Console
+
+    from avf.cli import compress_commands
+
+    report = json.loads((world / "run" / "best.fp32" / "report.json").read_text())
+    report["retention"]["reference"]["f1"] = 0.0
+    report["retention"]["ratios"]["f1"] = None
+    buffer = io.StringIO()
+    saved, compress_commands.stdout = compress_commands.stdout, Console(file=buffer, width=200)
+    try:
+        compress_commands.print_summary(report, world / "run" / "best.fp32")
+    finally:
+        compress_commands.stdout = saved
+    assert "ratio n/a: reference is 0" in buffer.getvalue()
