@@ -412,11 +412,15 @@ def _decode_chunk(chunk: RecordChunk, i0: int, i1: int, rows: _Rows, allow_frame
             fast = fast[lab_ok]
             _, lab_counts, values = _packed_varints(a, data_start[1, fast], data_len[1, fast])
         counts[fast] = lab_counts
-        rgb_u8 = rows.rgb[r0 : r0 + n].view(np.uint8)
-        audio_u8 = rows.audio[r0 : r0 + n].view(np.uint8)
-        # a row gather from a sliding-window view: one copy of each block, no per-record work
-        rgb_u8[fast] = sliding_window_view(a, _RGB_BYTES)[data_start[2, fast]]
-        audio_u8[fast] = sliding_window_view(a, _AUDIO_BYTES)[data_start[3, fast]]
+        # a row gather from a sliding-window view: no per-record work; when the whole batch is
+        # this one pass (the usual case), the gathered blocks become the batch arrays
+        rgb = sliding_window_view(a, _RGB_BYTES)[data_start[2, fast]]
+        audio = sliding_window_view(a, _AUDIO_BYTES)[data_start[3, fast]]
+        if r0 == 0 and fast.size == n == rows.capacity:
+            rows.rgb, rows.audio = rgb.view("<f4").astype(np.float32, copy=False), audio.view("<f4").astype(np.float32, copy=False)
+        else:
+            rows.rgb[r0 : r0 + n].view(np.uint8)[fast] = rgb
+            rows.audio[r0 : r0 + n].view(np.uint8)[fast] = audio
     id_start, id_len = data_start[0].tolist(), data_len[0].tolist()
     ids = [buf[s : s + k] for s, k in zip(id_start, id_len)]
     slow = np.flatnonzero(~ok)
@@ -585,43 +589,52 @@ def _checked_rows(paths, capacity: int, num_classes: int | None, allow_frames: b
 
 
 def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
-    """Chunks of at least ``target`` records where files are small: shards of a few hundred
-    records are decoded together, so numpy's per-call cost is shared by a whole batch. The
-    records before a framing error come out before the error does."""
-    group: list[RecordChunk] = []
+    """Chunks of exactly ``target`` records (the last may be short), so that each batch is
+    decoded in one numpy pass straight into its arrays: records of small shards are copied
+    together once, a large shard's chunk is cut without copying. The records before a framing
+    error come out before the error does."""
+    parts: list[tuple[RecordChunk, int, int]] = []
     count = 0
     try:
         for path in paths:
             for chunk in iter_chunks(path):
-                if count == 0 and len(chunk) >= target:
-                    yield chunk
-                    continue
-                group.append(chunk)
-                count += len(chunk)
-                if count >= target:
-                    yield _merge(group)
-                    group, count = [], 0
+                i = 0
+                while i < len(chunk):
+                    take = min(len(chunk) - i, target - count)
+                    parts.append((chunk, i, i + take))
+                    count += take
+                    i += take
+                    if count == target:
+                        yield _join(parts)
+                        parts, count = [], 0
     except RecordError:
-        if group:
-            yield _merge(group)
+        if parts:
+            yield _join(parts)
         raise
-    if group:
-        yield _merge(group)
+    if parts:
+        yield _join(parts)
 
 
-def _merge(group: list[RecordChunk]) -> RecordChunk:
-    if len(group) == 1:
-        return group[0]
-    starts, lengths, offsets, segments = [], [], [], []
-    base = records = 0
-    for chunk in group:
-        starts.extend([start + base for start in chunk.starts])
-        lengths.extend(chunk.lengths)
-        offsets.extend(chunk.offsets)
-        segments.extend((first + records, path) for first, path in chunk.segments)
-        base += len(chunk.buf)
-        records += len(chunk)
-    return RecordChunk(group[0].path, b"".join(chunk.buf for chunk in group), offsets, starts, lengths, segments)
+def _join(parts: list[tuple[RecordChunk, int, int]]) -> RecordChunk:
+    if len(parts) == 1:
+        chunk, i0, i1 = parts[0]
+        if i0 == 0 and i1 == len(chunk):
+            return chunk
+        return RecordChunk(chunk.path, chunk.buf, chunk.offsets[i0:i1], chunk.starts[i0:i1], chunk.lengths[i0:i1],
+                           [(0, str(chunk.path))])
+    pieces, starts, lengths, offsets, segments = [], [], [], [], []
+    base = 0
+    for chunk, i0, i1 in parts:
+        first = chunk.starts[i0] - 12
+        last = chunk.starts[i1 - 1] + chunk.lengths[i1 - 1] + 4
+        pieces.append(memoryview(chunk.buf)[first:last])
+        shift = base - first
+        segments.append((len(starts), str(chunk.path)))
+        starts.extend([start + shift for start in chunk.starts[i0:i1]])
+        lengths.extend(chunk.lengths[i0:i1])
+        offsets.extend(chunk.offsets[i0:i1])
+        base += last - first
+    return RecordChunk(parts[0][0].path, b"".join(pieces), offsets, starts, lengths, segments)
 
 
 def _partial(rows: _Rows, ids, indptr, values, n: int):
