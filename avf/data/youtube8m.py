@@ -17,6 +17,7 @@ views of those checked batches, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from avf.data.example_proto import (
     parse_record,
 )
 from avf.data.sources import expand_sources
-from avf.data.tfrecord import RecordChunk, iter_chunks
+from avf.data.tfrecord import RecordChunk, iter_chunks, read_whole
 from avf.errors import RecordError, SchemaError
 
 RGB_DIM = 1024
@@ -595,22 +596,32 @@ def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
     error come out before the error does."""
     parts: list[tuple[RecordChunk, int, int]] = []
     count = 0
-    try:
-        for path in paths:
-            for chunk in iter_chunks(path):
-                i = 0
-                while i < len(chunk):
-                    take = min(len(chunk) - i, target - count)
-                    parts.append((chunk, i, i + take))
-                    count += take
-                    i += take
-                    if count == target:
-                        yield _join(parts)
-                        parts, count = [], 0
-    except RecordError:
-        if parts:
-            yield _join(parts)
-        raise
+    paths = list(paths)
+    # The next shard is read in a thread while this one is decoded (reads release the GIL);
+    # its errors surface in file order, when its turn comes.
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(read_whole, paths[0]) if paths else None
+        try:
+            for k, path in enumerate(paths):
+                data = ahead.result()
+                ahead = pool.submit(read_whole, paths[k + 1]) if k + 1 < len(paths) else None
+                for chunk in iter_chunks(path, data=data):
+                    i = 0
+                    while i < len(chunk):
+                        take = min(len(chunk) - i, target - count)
+                        parts.append((chunk, i, i + take))
+                        count += take
+                        i += take
+                        if count == target:
+                            yield _join(parts)
+                            parts, count = [], 0
+        except RecordError:
+            if parts:
+                yield _join(parts)
+            raise
+        finally:
+            if ahead is not None:
+                ahead.cancel()
     if parts:
         yield _join(parts)
 
