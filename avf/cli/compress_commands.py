@@ -34,7 +34,7 @@ def compress_command(
     eval_data: str = typer.Option(None, "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
     eval_size: int = typer.Option(None, "--eval-size", min=1, help="Evaluate on the first N videos only."),
     min_retention: float = typer.Option(0.99, "--min-retention", help="Reject below this fraction of the reference GAP."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (default) or tensorrt."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan) or torch-tensorrt (model.ep)."),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Fold, prune, quantize and export a trained model; verify its accuracy; exit 3 if rejected."""

@@ -43,7 +43,7 @@ def profiles_command(
 def bench_command(
     target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
     backend: str = typer.Option("auto", "--backend", help="Artifacts: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt or "
-                                "tensorrt (the engine avf-compress built); checkpoints: pytorch or torch-compile."),
+                                "tensorrt (the engine avf-compress built), torch-tensorrt (its model.ep); checkpoints: pytorch or torch-compile."),
     batch: str = typer.Option("1,8,64", "--batch", help="Batch sizes for the offline scenario."),
     scenario: str = typer.Option("single-stream,offline", "--scenario", help="single-stream and/or offline."),
     duration: float = typer.Option(3.0, "--duration", min=0.0, help="Timed seconds per measurement."),

@@ -28,6 +28,7 @@ from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
 from avf.compress.tensorrt_check import check_tensorrt_compatibility
 from avf.compress.tensorrt_engine import build_engine, unavailable_reason
+from avf.compress.torch_tensorrt_engine import unavailable_reason as torch_tensorrt_unavailable
 from avf.data.vocabulary import file_sha256
 from avf.errors import InputError
 from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -57,8 +58,10 @@ class CompressOptions(BaseModel):
     eval: str | None = None
     eval_size: int | None = Field(None, ge=1)
     min_retention: float = Field(0.99, ge=0.0, le=1.0)
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    backend: Literal["onnxruntime", "tensorrt", "torch-tensorrt"] = "onnxruntime"
     seed: int = 0
+    #: INT8 mixed precision: these ONNX nodes (the most quantization-sensitive layers) stay float.
+    keep_float: list[str] = Field(default_factory=list)
 
     def artifact_dir(self) -> Path:
         if self.out is not None:
@@ -77,8 +80,12 @@ class CompressionRejected(Exception):
 
 
 def compress(options: CompressOptions, say: Callable[[str], None] = lambda line: None,
-             progress: Callable | None = None) -> dict:
-    """Run the stages; returns the report. Raises CompressionRejected after writing a rejected artifact."""
+             progress: Callable | None = None, distill_cache=None) -> dict:
+    """Run the stages; returns the report. Raises CompressionRejected after writing a rejected artifact.
+
+    ``distill_cache`` (``load(options) -> dict | None``, ``save(options, model, losses)``; see
+    :mod:`avf.tune.cache`) lets a search reuse one pruned+distilled model for every precision.
+    """
     require_onnx()
     final = options.artifact_dir()
     check_output(final, force=options.force, directory=True, ours=is_artifact, what="artifact folder",
@@ -90,6 +97,13 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         raise InputError(options.checkpoint, f"tokens={config['tokens']!r} models cannot be compressed yet (single only)")
     if options.backend == "tensorrt" and (reason := unavailable_reason()):
         raise InputError(options.checkpoint, f"--backend tensorrt: engine not built: {reason}")
+    if options.backend == "torch-tensorrt" and (reason := torch_tensorrt_unavailable()):
+        raise InputError(options.checkpoint, f"--backend torch-tensorrt: not compiled: {reason}")
+    if options.backend == "torch-tensorrt" and options.precision == "int8-dynamic":
+        raise InputError(None, "--backend torch-tensorrt builds fp32, fp16 or int8; weights-only INT8 is an ONNX "
+                               "Runtime CPU format")
+    if options.keep_float and options.precision != "int8":
+        raise InputError(None, "keep_float (layers kept in float) applies to int8 only")
     settings = payload.get("settings") or {}
     eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation")
     if eval_data is not None and options.eval_size:
@@ -135,11 +149,19 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
             if train_data is None:
                 raise InputError(options.checkpoint, "pruning fine-tune needs training data: pass --train "
                                  "(or --finetune-epochs 0)")
-            say(f"  distilling from the unpruned model: {options.finetune_epochs} epochs on {len(train_data):,} videos")
-            with _bar(progress, "distill", options.finetune_epochs * len(train_data)) as advance:
-                losses = distill(model, teacher, train_data, options.finetune_epochs, lr=options.finetune_lr,
-                                 seed=options.seed, on_batch=advance,
-                                 on_epoch=lambda e, loss: say(f"  epoch {e}: distillation loss {loss:.5f}"))
+            cached = distill_cache.load(options) if distill_cache is not None else None
+            if cached is not None:
+                model.load_state_dict(cached["state_dict"])
+                losses = cached["losses"]
+                say(f"  distilled model reused from {cached['source']}")
+            else:
+                say(f"  distilling from the unpruned model: {options.finetune_epochs} epochs on {len(train_data):,} videos")
+                with _bar(progress, "distill", options.finetune_epochs * len(train_data)) as advance:
+                    losses = distill(model, teacher, train_data, options.finetune_epochs, lr=options.finetune_lr,
+                                     seed=options.seed, on_batch=advance,
+                                     on_epoch=lambda e, loss: say(f"  epoch {e}: distillation loss {loss:.5f}"))
+                if distill_cache is not None:
+                    distill_cache.save(options, model, losses)
             stage.update(finetune_epochs=options.finetune_epochs, finetune_lr=options.finetune_lr, finetune_losses=losses,
                          finetune_videos=len(train_data))
         report["stages"].append(stage)
@@ -163,7 +185,15 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         report["tensorrt_compatible"] = report["tensorrt_check"]["tensorrt_compatible"]
         say("tensorrt check: " + ("compatible" if report["tensorrt_compatible"] else
                                   "not compatible: " + "; ".join(report["tensorrt_check"]["problems"])))
-        report["tensorrt"] = _tensorrt(options, artifact, tmp, say, report["tensorrt_check"])
+        if options.backend == "torch-tensorrt":
+            from avf.compress.torch_tensorrt_engine import compile_and_save
+
+            say("torch-tensorrt: compiling (ir=dynamo)")
+            report["tensorrt"] = compile_and_save(model, tmp, options.precision, config["rgb_dim"], config["audio_dim"],
+                                                  calibration=None if calib_data is None else _batches(
+                                                      calib_data, _calibration_rows(options, calib_data)))
+        else:
+            report["tensorrt"] = _tensorrt(options, artifact, tmp, say, report["tensorrt_check"])
         report["files"] = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                            for p in sorted(tmp.iterdir()) if not p.name.startswith(".")}
         report["io"] = {"inputs": {"rgb": ["batch", config["rgb_dim"]], "audio": ["batch", config["audio_dim"]]},
@@ -206,13 +236,20 @@ def _precision_stage(options: CompressOptions, fp32: Path, artifact: Path, calib
         quantize.quantize_int8_dynamic(fp32, artifact)
         stage["method"] = "weights-only INT8, per-channel symmetric; activations quantized at run time"
     else:
-        rows = np.random.default_rng(options.seed).permutation(len(calib_data))[:options.calib_size]
-        rows.sort()
-        quantize.quantize_int8_static(fp32, artifact, _batches(calib_data, rows), options.calib_method)
+        rows = _calibration_rows(options, calib_data)
+        quantize.quantize_int8_static(fp32, artifact, _batches(calib_data, rows), options.calib_method,
+                                      exclude=options.keep_float)
         stage.update(method="static QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations",
                      calibration={"method": options.calib_method, "videos": int(len(rows)),
                                   "data": calib_data.sources_summary()})
+        if options.keep_float:
+            stage["kept_float"] = list(options.keep_float)
     return stage
+
+
+def _calibration_rows(options: CompressOptions, calib_data: TrainingData) -> np.ndarray:
+    """The seeded calibration sample (the same videos for the ONNX and the Torch-TensorRT INT8 builds)."""
+    return np.sort(np.random.default_rng(options.seed).permutation(len(calib_data))[:options.calib_size])
 
 
 def _restore_metadata(artifact: Path, metadata: dict) -> None:

@@ -71,8 +71,11 @@ def equal_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], max_batch: i
 
 
 def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibration: Iterator[tuple[np.ndarray, np.ndarray]],
-                         method: str = "percentile") -> Path:
+                         method: str = "percentile", exclude=(), only=None) -> Path:
     """Static QDQ INT8: symmetric per-channel weights, symmetric activations, ``method`` ranges.
+
+    ``exclude`` names nodes kept in float (mixed precision: the most sensitive layers); ``only``
+    quantizes just the named nodes (per-layer sensitivity is measured that way).
 
     Weights use 7 of their 8 bits (``reduce_range``). On x86 CPUs without VNNI (AVX2 or AVX-512
     only) ONNX Runtime turns the INT8 activations into UINT8 and multiplies with ``vpmaddubsw``,
@@ -88,6 +91,13 @@ def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibratio
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
     out_path = Path(out_path)
+    exclude, only = list(exclude), None if only is None else list(only)
+    missing = [name for name in exclude + (only or []) if name not in quantizable_nodes(fp32_path)]
+    if missing:
+        from avf.errors import InputError
+
+        raise InputError(fp32_path, f"no quantizable Gemm/MatMul node named {', '.join(missing)} "
+                                    f"(has {', '.join(quantizable_nodes(fp32_path))})")
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                  "minmax": CalibrationMethod.MinMax}[method]
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration.") as workdir, \
@@ -103,12 +113,21 @@ def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibratio
                 quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
                                 per_channel=True, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=calibrate, op_types_to_quantize=["Gemm", "MatMul"],
+                                nodes_to_exclude=exclude, nodes_to_quantize=only,
                                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                                "CalibPercentile": 99.999, "CalibMovingAverage": False})
         finally:
             os.chdir(cwd)
         keep_logits_float(tmp)
     return out_path
+
+
+def quantizable_nodes(path: str | Path) -> list[str]:
+    """Names of the Gemm/MatMul nodes the INT8 quantizer works on, in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
 
 
 def _input_names(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from avf.errors import InputError
 
-ARTIFACT_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+ARTIFACT_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "torch-tensorrt")
 CHECKPOINT_BACKENDS = ("pytorch", "torch-compile")
 BACKENDS = ("auto", *ARTIFACT_BACKENDS, *CHECKPOINT_BACKENDS)
 ORT_DEVICE = {"onnxruntime": None, "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}
@@ -52,6 +52,17 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
         import tensorrt
 
         runtime = {"tensorrt": tensorrt.__version__, "batch_range": [model.min_batch, model.max_batch]}
+        device = "cuda"
+    elif backend == "torch-tensorrt":  # the model.ep avf-compress --backend torch-tensorrt compiled
+        from avf.compress.torch_tensorrt_engine import ENGINE_FILE as PROGRAM_FILE
+        from avf.compress.torch_tensorrt_engine import TorchTensorRTModel
+
+        model = TorchTensorRTModel(target / PROGRAM_FILE)
+        import torch_tensorrt
+
+        model.rgb_dim, model.audio_dim = report["io"]["inputs"]["rgb"][1], report["io"]["inputs"]["audio"][1]
+        model.num_classes = report["num_classes"]
+        runtime = {"torch_tensorrt": torch_tensorrt.__version__}
         device = "cuda"
     else:
         ort_device = ORT_DEVICE[backend] or ("cuda" if device == "cuda" else "cpu")
