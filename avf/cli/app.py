@@ -19,6 +19,7 @@ from avf.cli.deploy_commands import bench_command, demo_command, deploy_app, pre
 from avf.cli.progress import stderr  # noqa: E402
 from avf.cli.model_commands import models_command  # noqa: E402
 from avf.cli.train_commands import eval_command, train_command  # noqa: E402
+from avf.cli.tune_commands import tune_command  # noqa: E402
 from avf.errors import InputError  # noqa: E402
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command("bench")(bench_command)
 app.command("predict")(predict_command)
 app.add_typer(deploy_app, name="deploy")
 app.command("demo")(demo_command)
+app.command("tune")(tune_command)
 
 
 def _version(value: bool) -> None:

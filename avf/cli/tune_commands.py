@@ -1,0 +1,148 @@
+"""``avf tune``: the best compressed artifact for a device profile, under accuracy and latency budgets."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from avf.cli.progress import stderr
+
+_stdout = Console()
+#: Exit code when no candidate meets every constraint (outputs written, nothing chosen).
+NONE_MEETS = 3
+
+
+def tune_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train`."),
+    profile: str = typer.Option(..., "--profile", help="Device profile: a shipped name (avf profiles) or a YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Working folder; rerun the same command to resume a search."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUT of ours (another search's folder)."),
+    min_retention: float = typer.Option(0.99, "--min-retention", help="Keep at least this fraction of the FP32 GAP."),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="p99 latency budget (default: the profile's)."),
+    max_memory_mib: float = typer.Option(None, "--max-memory-mib", help="Memory budget (default: the profile's)."),
+    batch: int = typer.Option(1, "--batch", help="Batch size the costs are taken at."),
+    objective: str = typer.Option("latency", "--objective", help="latency, size or energy."),
+    calib: str = typer.Option(None, "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
+    train: str = typer.Option(None, "--train", help="Distillation data after pruning (default: the checkpoint's)."),
+    eval_data: str = typer.Option(None, "--eval", help="Selection data the search scores on (default: the checkpoint's validation data)."),
+    test: str = typer.Option(None, "--test", help="Held-out data, used only to report the chosen artifact's retention."),
+    time_budget: float = typer.Option(30.0, "--time-budget", help="Minutes for this run; rerun to continue."),
+    finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Distillation epochs per prune ratio."),
+    calib_size: int = typer.Option(1024, "--calib-size", help="Calibration videos."),
+    eval_size: int = typer.Option(None, "--eval-size", help="Score on the first N selection videos only."),
+    ratio_step: float = typer.Option(0.05, "--ratio-step", help="Prune-ratio grid step (0 to 0.9) bisection chooses on."),
+    max_keep_float: int = typer.Option(3, "--max-keep-float", help="INT8 mixed precision: at most k layers kept float."),
+    bench_duration: float = typer.Option(1.5, "--bench-duration", help="Timed seconds per avf-bench measurement."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the cores this process may use)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
+    from pydantic import ValidationError
+
+    from avf.errors import InputError
+    from avf.threads import default_threads
+    from avf.tune.run import tune
+    from avf.tune.search import TuneOptions
+
+    try:
+        options = TuneOptions(
+            checkpoint=checkpoint, profile=profile, out=out, force=force, min_retention=min_retention,
+            max_latency_ms=max_latency_ms, max_memory_mib=max_memory_mib, batch=batch, objective=objective,
+            calib=calib, train=train, eval=eval_data, test=test, time_budget=time_budget,
+            finetune_epochs=finetune_epochs, calib_size=calib_size, eval_size=eval_size, ratio_step=ratio_step,
+            max_keep_float=max_keep_float, bench_duration=bench_duration, threads=threads or default_threads(),
+            seed=seed)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InputError(None, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    with _search_progress() as (on_plan, on_record):
+        state = tune(options, say=say, on_record=on_record, on_plan=on_plan)
+    _print(state, options)
+    if state["chosen"] is None:
+        raise typer.Exit(NONE_MEETS)
+
+
+@contextmanager
+def _search_progress():
+    """Candidates done, best so far and time left (stderr, only on a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+               TextColumn("{task.fields[left]}"), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+        task = progress.add_task("tune", total=None, best="-", left="")
+        state = {"best": None, "deadline": None}
+
+        def on_plan(total: int, seconds: float) -> None:
+            import time
+
+            state["deadline"] = time.monotonic() + seconds
+            progress.update(task, total=total)
+
+        def on_record(record: dict) -> None:
+            import time
+
+            if record["meets"] and (state["best"] is None or
+                                    record["cost"]["latency_p50_ms"] < state["best"]["cost"]["latency_p50_ms"]):
+                state["best"] = record
+            best = state["best"]
+            text = "-" if best is None else (f"{best['id']} {best['retention']:.4f} "
+                                             f"{best['cost']['latency_p50_ms']:.4g} ms {best['cost']['status']}")
+            left = "" if state["deadline"] is None else f"{max(0, state['deadline'] - time.monotonic()) / 60:.1f} min left"
+            done = progress.tasks[task].completed + 1
+            total = progress.tasks[task].total
+            progress.update(task, advance=1, best=text, left=left, total=max(total or 0, done))
+
+        yield on_plan, on_record
+
+
+def _print(state: dict, options) -> None:
+    status = "measured" if state["costs"].startswith("measured") else "PREDICTED"
+    stdout = Console(width=max(_stdout.width, 150))  # the tables are wide; wrapping them helps nobody
+    records = {r["id"]: r for r in _records(options.out)}
+    stdout.print(Text(f"costs: {state['costs']}", style="bold" if status == "measured" else "bold yellow"),
+                 soft_wrap=True)
+    for cost, label in (("latency", "retention vs latency"), ("size", "retention vs size")):
+        table = Table(title=f"Pareto front: {label} ({len(records)} candidates)")
+        for column in ("candidate", "GAP retention", f"p50 ms ({status})", f"p99 ms ({status})", "MB", "meets"):
+            table.add_column(column, justify="left" if column in ("candidate", "meets") else "right")
+        for rid in state["pareto"][cost]:
+            r = records[rid]
+            c = r["cost"]
+            table.add_row(escape(rid), f"{r['retention']:.4f}", f"{c['latency_p50_ms']:.4g}", f"{c['latency_p99_ms']:.4g}",
+                          f"{c['size_bytes'] / 1e6:.2f}", "yes" if r["meets"] else escape("; ".join(r["rejected_because"])))
+        stdout.print(table)
+    for note in state.get("notes", []):
+        stderr.print(Text("note: " + note, style="yellow"), soft_wrap=True)
+    chosen = state["chosen"]
+    if chosen is None:
+        closest = state["closest"]
+        stderr.print(Text("no candidate meets every constraint", style="bold red"), soft_wrap=True)
+        if closest:
+            stderr.print(Text(f"closest: {closest['id']}: misses " + "; ".join(closest["misses"])), soft_wrap=True)
+        return
+    c = chosen["cost"]
+    line = (f"chosen: {chosen['id']} -> {Path(options.out) / 'artifact'}: GAP retention {chosen['retention']:.4f} "
+            f"(selection data), p50 {c['latency_p50_ms']:.4g} ms / p99 {c['latency_p99_ms']:.4g} ms ({c['status']}), "
+            f"{c['size_bytes'] / 1e6:.2f} MB, memory {c['memory_mib']:.1f} MiB ({c['status']})")
+    stdout.print(Text(line), soft_wrap=True)
+    if chosen.get("test"):
+        t = chosen["test"]
+        stdout.print(Text(f"held-out (--test, {t['videos']} videos): GAP retention {t['retention']:.4f}"), soft_wrap=True)
+    else:
+        stdout.print(Text("retention measured on the selection data (no --test given)"), soft_wrap=True)
+    stdout.print(Text(f"manifest: {Path(options.out) / 'manifest.json'} (deployable: {state['manifest']['deployable']})"),
+                 soft_wrap=True)
+
+
+def _records(out: Path) -> list[dict]:
+    import json
+
+    return json.loads((Path(out) / "candidates.json").read_text())["candidates"]

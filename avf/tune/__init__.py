@@ -1,0 +1,9 @@
+"""``avf tune``: search pruning ratio x precision x calibration x mixed precision for one device profile.
+
+Modules, one idea each: :mod:`space` (what may be tried on this profile and machine, and why
+the rest is not), :mod:`cache` (one pruned+distilled model per ratio, reused by every
+precision), :mod:`cost` (latency/memory measured with avf-bench here, or the roofline
+prediction, labelled), :mod:`workdir` (the resumable OUT folder), :mod:`search` (the strategy),
+:mod:`pareto` (the front and its plot), :mod:`outputs` (candidates files, chosen artifact,
+manifest).
+"""

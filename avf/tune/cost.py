@@ -1,0 +1,107 @@
+"""What a candidate costs on the profile: measured with avf-bench when this machine is the
+profile's device, else the avf-deploy plan roofline prediction -- always labelled which.
+
+Measurements use avf-bench's own harness (:func:`avf.deploy.bench.benchmark`): latency
+percentiles after warm-up, throughput, resident memory added by loading the artifact, energy
+where a meter exists; its bench file is the one the manifest takes.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from avf.deploy.plan import predict_on_profile
+from avf.deploy.profiles import DeviceProfile
+
+X86 = ("x86_64", "amd64", "i686")
+
+
+def measurable_here(profile: DeviceProfile) -> str | None:
+    """None when costs can be measured on this machine for ``profile``, else why they are predicted."""
+    if profile.kind == "cpu" and platform.machine().lower() in X86:
+        return None
+    return (f"this machine ({platform.machine()}, no {profile.display_name}) is not the profile's device: "
+            "latency, memory and energy are predicted by the avf-deploy plan roofline")
+
+
+def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
+    """avf-bench's harness on the artifact (ONNX Runtime CPU): single-stream at batch 1, offline at ``batch``.
+
+    Run in this process (a child process would spend seconds importing PyTorch per candidate);
+    the bench file is the JSON ``avf bench -o`` writes, so the manifest can take it.
+    """
+    import json
+
+    from avf.atomic import atomic_write_text
+    from avf.deploy.bench import benchmark
+
+    scenarios = ["single-stream", "offline"] if batch == 1 else ["offline"]
+    result = benchmark(artifact, "onnxruntime", [batch], scenarios, duration, threads)
+    memory = resident_memory(artifact, batch, threads)
+    result["memory"].update(model_rss_mib=memory, method=MEMORY_METHOD, in_process_model_rss_mib=
+                            result["memory"]["model_rss_mib"])
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+MEMORY_METHOD = ("model_rss_mib: VmRSS of a fresh child process (onnxruntime only) after loading the artifact and "
+                 "running one batch, minus before loading; the other figures are avf-bench's in the tune process")
+_CHILD = """
+import sys, numpy as np, onnxruntime as ort
+def rss():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) / 1024
+path, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+before = rss()
+options = ort.SessionOptions(); options.intra_op_num_threads = threads; options.log_severity_level = 3
+session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+feeds = {i.name: np.zeros((batch, i.shape[1]), np.float32) for i in session.get_inputs()}
+session.run(None, feeds)
+print(rss() - before)
+"""
+
+
+def resident_memory(artifact: Path, batch: int, threads: int) -> float:
+    """MiB of resident memory the artifact adds to a fresh process that loads and runs it once.
+
+    In the long-lived tune process the allocator reuses freed pages, so its RSS delta reads ~0;
+    a child that imports only ONNX Runtime gives the artifact's own footprint.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(Path(artifact) / "model.onnx"), str(batch), str(threads)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        from avf.errors import InputError
+
+        raise InputError(artifact, f"memory measurement failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def cost(report: dict, profile: DeviceProfile, batch: int, bench_result: dict | None) -> dict:
+    """Latency (p50/p99 per request or per batch), throughput, memory, energy and size, with their status."""
+    size = report["files"]["model.onnx"]["bytes"]
+    if bench_result is None:
+        prediction = predict_on_profile(report, profile, batches=(batch,))
+        row = prediction["batches"][0]
+        return {"status": "predicted", "source": prediction["method"], "latency_p50_ms": row["latency_ms"],
+                "latency_p99_ms": row["latency_ms"], "samples_per_s": row["samples_per_s"],
+                "memory_mib": prediction["memory_mib"], "energy_mj": profile.power_w * row["latency_ms"] / batch,
+                "energy_status": "predicted", "size_bytes": size, "fits_prediction": prediction["fits"]}
+    offline = {row["batch"]: row for row in bench_result["scenarios"].get("offline", [])}[batch]
+    if batch == 1:
+        latency = bench_result["scenarios"]["single-stream"]
+        energy = latency["energy"]
+    else:
+        latency, energy = offline["batch_latency"], offline["energy"]
+    where = f"avf-bench on {bench_result['conditions']['cpu']}, {bench_result['conditions']['threads']} threads"
+    measured_energy = energy.get("measured")
+    return {"status": "measured", "source": where + (", single-stream" if batch == 1 else f", offline batch {batch}"),
+            "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"],
+            "samples_per_s": offline["samples_per_s"], "memory_mib": bench_result["memory"]["model_rss_mib"],
+            "energy_mj": energy["millijoules_per_inference"] if measured_energy
+            else profile.power_w * latency["p50_ms"] / batch,
+            "energy_status": "measured" if measured_energy else "predicted (profile power x measured latency; "
+                                                                f"{energy.get('reason', 'no meter')})",
+            "size_bytes": size}

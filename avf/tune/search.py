@@ -1,0 +1,309 @@
+"""The search: bisection on the prune ratio per precision, then calibration and mixed precision at the edge.
+
+Why bisection and not a grid or a black-box sampler: GAP retention falls (almost) monotonically
+with the prune ratio at a fixed precision, and latency, size and energy all fall with it, so
+for each precision the best candidate is the largest ratio that keeps ``--min-retention``;
+bisection over the ratio grid finds it in log2(grid) builds. FP32 goes first: quantization
+only loses accuracy, so FP32's first failing ratio bounds every other precision's search.
+Where INT8 (percentile calibration) fails below that bound, the other calibrations and INT8
+with the k most sensitive layers kept float (sensitivity = GAP lost when only that layer is
+quantized) are tried at the failing ratio, stepping up while one passes. Latency and memory
+budgets are checked on every candidate; the winner is the best one by ``--objective`` among
+those that meet every constraint.
+
+Every candidate is an ordinary avf-compress artifact (``OUT/candidates/ID``) with a record in
+``OUT/records/ID.json`` written last: a rerun skips every recorded candidate, and the distilled
+model of each ratio is cached (:mod:`avf.tune.cache`), so resuming costs only the candidate that
+was in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from avf.atomic import atomic_write_text
+from avf.errors import InputError
+from avf.tune.space import CALIBRATIONS, Setting
+
+Objective = Literal["latency", "size", "energy"]
+
+
+class TuneOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path
+    profile: str
+    out: Path
+    force: bool = False
+    min_retention: float = Field(0.99, gt=0.0, le=1.0)
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_memory_mib: float | None = Field(None, gt=0)
+    batch: int = Field(1, ge=1)
+    objective: Objective = "latency"
+    calib: str | None = None
+    train: str | None = None
+    eval: str | None = None
+    test: str | None = None
+    time_budget: float = Field(30.0, gt=0, description="minutes")
+    finetune_epochs: int = Field(1, ge=0)
+    calib_size: int = Field(1024, ge=1)
+    eval_size: int | None = Field(None, ge=1)
+    ratio_step: float = Field(0.05, ge=0.01, le=0.45)
+    max_keep_float: int = Field(3, ge=0)
+    threads: int = Field(1, ge=1)
+    bench_duration: float = Field(1.5, gt=0)
+    seed: int = 0
+
+
+class BudgetSpent(Exception):
+    """The time budget ran out before the next candidate."""
+
+
+@dataclass
+class Context:
+    """What every candidate shares: options, resolved data, constraints, folders, the cost method."""
+
+    options: TuneOptions
+    profile: object
+    out: Path
+    data: dict  # role -> spec
+    max_latency_ms: float
+    max_memory_mib: float
+    measure_reason: str | None  # None: measured here
+    cache: object
+    num_classes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    on_record: Callable[[dict], None] = lambda record: None
+    say: Callable[[str], None] = lambda line: None
+    records: dict = field(default_factory=dict)
+
+    def seconds_left(self) -> float:
+        return self.options.time_budget * 60 - (time.monotonic() - self.started)
+
+
+def evaluate(ctx: Context, setting: Setting) -> dict:
+    """Build, score and cost one candidate (or return its record from an earlier run)."""
+    if setting.id in ctx.records:
+        return ctx.records[setting.id]
+    record_path = ctx.out / "records" / f"{setting.id}.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        ctx.records[setting.id] = record
+        return record
+    if ctx.seconds_left() <= 0:
+        raise BudgetSpent()
+    from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
+
+    o = ctx.options
+    folder = ctx.out / "candidates" / setting.id
+    started = time.monotonic()
+    options = CompressOptions(
+        checkpoint=o.checkpoint, out=folder, force=True, fold=True, prune=setting.ratio or None,
+        finetune_epochs=o.finetune_epochs, train=ctx.data["train"], precision=setting.precision,
+        calib=ctx.data["calib"] if setting.precision == "int8" else None, calib_method=setting.calib_method or "percentile",
+        calib_size=o.calib_size, eval=ctx.data["eval"], eval_size=o.eval_size, min_retention=o.min_retention,
+        seed=o.seed, keep_float=list(setting.keep_float))
+    ctx.say(f"candidate {setting.id}: building")
+    import logging
+
+    logging.disable(logging.WARNING)  # ONNX Runtime's quantizer logs advice on the root logger
+    try:
+        compress(options, distill_cache=ctx.cache)
+    except CompressionRejected:
+        pass  # written and marked rejected; its retention is read below like any other
+    finally:
+        logging.disable(logging.NOTSET)
+    report = json.loads((folder / "report.json").read_text())
+    build_s = time.monotonic() - started
+    from avf.tune import cost as costs
+
+    bench_path = None
+    if ctx.measure_reason is None:
+        bench_path = ctx.out / "bench" / f"{setting.id}.json"
+        bench_path.parent.mkdir(exist_ok=True)
+        result = costs.bench(folder, bench_path, o.batch, o.threads, o.bench_duration)
+    else:
+        result = None
+    figure = costs.cost(report, ctx.profile, o.batch, result)
+    retention = report["retention"]
+    record = {"id": setting.id, "ratio": setting.ratio, "precision": setting.precision,
+              "calib_method": setting.calib_method, "keep_float": list(setting.keep_float),
+              "artifact": f"candidates/{setting.id}", "bench": None if bench_path is None else f"bench/{setting.id}.json",
+              "parameters": report["parameters"], "gap": retention["compressed"]["gap"],
+              "reference_gap": retention["reference"]["gap"], "retention": retention["ratios"]["gap"],
+              "f1": retention["compressed"]["f1"], "f1_retention": retention["ratios"]["f1"],
+              "eval_videos": retention["videos"], "tensorrt_compatible": report.get("tensorrt_compatible"),
+              "cost": figure, "build_seconds": round(build_s, 2),
+              "seconds": round(time.monotonic() - started, 2)}
+    record["rejected_because"] = misses(ctx, record)
+    record["meets"] = not record["rejected_because"]
+    record_path.parent.mkdir(exist_ok=True)
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    ctx.records[setting.id] = record
+    ctx.on_record(record)
+    return record
+
+
+def misses(ctx: Context, record: dict) -> list[str]:
+    """Every constraint the candidate misses, in words (empty: it meets them all)."""
+    out, figure, label = [], record["cost"], record["cost"]["status"]
+    if record["retention"] is None or record["retention"] < ctx.options.min_retention:
+        out.append(f"GAP retention {record['retention']:.5f} < {ctx.options.min_retention:g}")
+    if figure["latency_p99_ms"] > ctx.max_latency_ms:
+        out.append(f"p99 latency {figure['latency_p99_ms']:.3f} ms ({label}) > {ctx.max_latency_ms:g} ms")
+    if figure["memory_mib"] > ctx.max_memory_mib:
+        out.append(f"memory {figure['memory_mib']:.1f} MiB ({label}) > {ctx.max_memory_mib:g} MiB")
+    if ctx.profile.kind != "cpu" and ctx.profile.preferred_backend == "tensorrt" and not record["tensorrt_compatible"]:
+        out.append(f"not TensorRT-compatible ({ctx.profile.name} deploys with TensorRT)")
+    return out
+
+
+def passes(record: dict, min_retention: float) -> bool:
+    return record["retention"] is not None and record["retention"] >= min_retention
+
+
+def bisect(ctx: Context, grid: list[float], make: Callable[[float], Setting], upper: int) -> tuple[int, int]:
+    """(largest grid index that passes retention or -1, first failing index) among grid[:upper]."""
+    low, high = -1, upper
+    if upper == 0:
+        return low, high
+    if not passes(evaluate(ctx, make(grid[0])), ctx.options.min_retention):
+        return -1, 0
+    low = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(evaluate(ctx, make(grid[middle])), ctx.options.min_retention):
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
+def search(ctx: Context, grid: list[float], precisions: list[str]) -> dict:
+    """Run the strategy; returns a summary (per-precision boundaries, budget state)."""
+    summary: dict = {"boundaries": {}, "budget_spent": False, "sensitivity": {}}
+    min_retention = ctx.options.min_retention
+    try:
+        fp32_low, fp32_high = bisect(ctx, grid, lambda r: Setting(r, "fp32"), len(grid))
+        summary["boundaries"]["fp32"] = _boundary(grid, fp32_low, fp32_high)
+        upper = fp32_high  # quantization loses accuracy: no precision passes where FP32 fails
+        for precision in precisions:
+            if precision == "fp32":
+                continue
+            calib = "percentile" if precision == "int8" else None
+            low, high = bisect(ctx, grid, lambda r: Setting(r, precision, calib), upper)
+            summary["boundaries"][precision] = _boundary(grid, low, high)
+            if precision != "int8":
+                continue
+            # At INT8's first failing ratio: other calibrations, then the most sensitive layers kept float.
+            while high < upper:
+                variant = _rescue(ctx, grid[high], min_retention, summary)
+                if variant is None:
+                    break
+                summary["boundaries"][f"int8 ({variant.id.split('-', 2)[2]})"] = {"largest_passing_ratio": grid[high]}
+                low, high = high, high + 1
+    except BudgetSpent:
+        summary["budget_spent"] = True
+    return summary
+
+
+def _boundary(grid, low, high) -> dict:
+    return {"largest_passing_ratio": grid[low] if low >= 0 else None,
+            "first_failing_ratio": grid[high] if high < len(grid) else None}
+
+
+def _rescue(ctx: Context, ratio: float, min_retention: float, summary: dict) -> Setting | None:
+    """A variant of INT8 at ``ratio`` that keeps the retention, or None."""
+    for method in CALIBRATIONS[1:]:
+        setting = Setting(ratio, "int8", method)
+        if passes(evaluate(ctx, setting), min_retention):
+            return setting
+    if ctx.options.max_keep_float == 0:
+        return None
+    ranked = sensitivity(ctx, ratio)
+    summary["sensitivity"][f"{ratio:g}"] = ranked
+    best = max(CALIBRATIONS, key=lambda m: ctx.records.get(Setting(ratio, "int8", m).id, {}).get("retention") or 0)
+    for k in range(1, min(ctx.options.max_keep_float, len(ranked) - 1) + 1):
+        setting = Setting(ratio, "int8", best, tuple(sorted(entry["node"] for entry in ranked[:k])))
+        if passes(evaluate(ctx, setting), min_retention):
+            return setting
+    return None
+
+
+def sensitivity(ctx: Context, ratio: float) -> list[dict]:
+    """Per-layer INT8 sensitivity at ``ratio``: GAP lost when only that layer is quantized, worst first.
+
+    Starts from the FP32 candidate at the same ratio (its model.onnx is the export every
+    calibration shares); cached in ``records/sensitivity-rNN.json``.
+    """
+    path = ctx.out / "records" / f"sensitivity-r{round(ratio * 100):02d}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["layers"]
+    fp32 = evaluate(ctx, Setting(ratio, "fp32"))
+    if ctx.seconds_left() <= 0:
+        raise BudgetSpent()
+    import tempfile
+
+    from avf.compress import quantize
+    from avf.compress.runtime import OnnxModel
+    from avf.metrics import EvaluationAccumulator
+
+    source = ctx.out / fp32["artifact"] / "model.onnx"
+    eval_data, calib_rows = _data(ctx, "eval"), _calibration(ctx)
+    fp32_gap = _gap(OnnxModel(source, threads=ctx.options.threads), eval_data, EvaluationAccumulator)
+    layers = []
+    with tempfile.TemporaryDirectory(dir=ctx.out / "records", prefix=".sensitivity.", suffix=".tmp") as work:
+        for node in quantize.quantizable_nodes(source):
+            target = Path(work) / "one.onnx"
+            quantize.quantize_int8_static(source, target, iter(calib_rows), "percentile", only=[node])
+            gap = _gap(OnnxModel(target, threads=ctx.options.threads), eval_data, EvaluationAccumulator)
+            layers.append({"node": node, "gap_lost": fp32_gap - gap})
+    layers.sort(key=lambda entry: -entry["gap_lost"])
+    atomic_write_text(path, json.dumps({"ratio": ratio, "fp32_gap": fp32_gap, "layers": layers,
+                                        "method": "GAP of the FP32 artifact minus GAP with only this layer INT8 "
+                                                  "(percentile calibration), on the selection data"}, indent=2) + "\n")
+    return layers
+
+
+_loaded: dict = {}
+
+
+def _data(ctx: Context, role: str):
+    from avf.train.data import load_training_data
+
+    key = (role, ctx.data[role], ctx.options.eval_size)
+    if key not in _loaded:
+        data = load_training_data(ctx.data[role], ctx.num_classes)
+        if role == "eval" and ctx.options.eval_size:
+            data = data.subset(np.arange(min(ctx.options.eval_size, len(data))))
+        _loaded[key] = data
+    return _loaded[key]
+
+
+def _calibration(ctx: Context) -> list:
+    """The calibration batches avf-compress uses (same seeded sample)."""
+    data = _data(ctx, "calib")
+    rows = np.sort(np.random.default_rng(ctx.options.seed).permutation(len(data))[:ctx.options.calib_size])
+    return [data.batch(rows[start:start + 256])[:2] for start in range(0, len(rows), 256)]
+
+
+def _gap(model, data, accumulator_type) -> float:
+    accumulator = accumulator_type(data.num_classes, 20)
+    for start in range(0, len(data), 512):
+        rgb, audio, labels = data.batch(np.arange(start, min(start + 512, len(data))))
+        accumulator.add(model(rgb, audio), labels)
+    return float(accumulator.result()["gap"])
+
+
+def reject_missing_data(spec: str | None, role: str, flag: str) -> str:
+    if spec is None:
+        raise InputError(None, f"avf tune needs {role} data: pass {flag} (the checkpoint records none that exists here)")
+    return spec

@@ -1,0 +1,74 @@
+"""The search space for one device profile on this machine: precisions, prune ratios, candidate names.
+
+A precision is searched only when the profile computes in it and this machine can build it;
+every other one is listed with the reason, so the output says what was not tried and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avf.deploy.profiles import DeviceProfile
+
+#: int8 static calibration methods, the default first (the others are tried where it falls short).
+CALIBRATIONS = ("percentile", "entropy", "minmax")
+MAX_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One candidate: what avf-compress is asked to build."""
+
+    ratio: float  # 0 = fold only
+    precision: str  # fp32, fp16, int8, int8-dynamic
+    calib_method: str | None = None  # int8 only
+    keep_float: tuple[str, ...] = field(default_factory=tuple)  # int8 mixed precision: layers kept float
+
+    @property
+    def id(self) -> str:
+        name = f"r{round(self.ratio * 100):02d}-{self.precision}"
+        if self.calib_method:
+            name += f"-{self.calib_method}"
+        if self.keep_float:
+            name += f"-keep{len(self.keep_float)}"
+        return name
+
+
+def ratio_grid(step: float) -> list[float]:
+    """0, step, 2 step, ... up to 0.9: the ratios bisection chooses among."""
+    count = int(np.floor(MAX_RATIO / step + 1e-9))
+    return [round(i * step, 4) for i in range(count + 1)]
+
+
+def precisions_for(profile: DeviceProfile) -> tuple[list[str], dict[str, str]]:
+    """(precisions to search, in search order; {precision: why it is not searched})."""
+    searched, skipped = [], {}
+    supports = set(profile.precisions)
+    gpu = profile.kind != "cpu"
+    for precision in ("fp32", "int8", "fp16", "int8-dynamic"):
+        compute = "int8" if precision.startswith("int8") else precision
+        if compute not in supports:
+            skipped[precision] = f"{profile.name} lists no {compute} ({', '.join(profile.precisions)})"
+        elif precision == "int8-dynamic" and gpu:
+            skipped[precision] = (f"weights-only INT8 is an ONNX Runtime CPU format; {profile.name} deploys "
+                                  f"with {profile.preferred_backend}")
+        else:
+            searched.append(precision)
+    skipped["int4-weight-only"] = ("not built: avf-compress has no 4-bit weight format yet (ONNX Runtime's "
+                                   "MatMulNBits would need the Gemm layers rewritten as MatMul)")
+    return searched, skipped
+
+
+def backends_for(profile: DeviceProfile) -> dict[str, str]:
+    """Compile paths considered for the profile, each with its status on this machine."""
+    from avf.compress.tensorrt_engine import unavailable_reason as tensorrt_reason
+    from avf.compress.torch_tensorrt_engine import unavailable_reason as torch_tensorrt_reason
+
+    status = {"onnxruntime": "used: every candidate is an ONNX artifact, scored in ONNX Runtime (CPU)"}
+    if profile.kind != "cpu":
+        for name, reason in (("tensorrt", tensorrt_reason()), ("torch-tensorrt", torch_tensorrt_reason())):
+            status[name] = f"not used: {reason}" if reason else \
+                "available here, but this machine is not the profile's device: costs stay predicted"
+    return status
