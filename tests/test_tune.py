@@ -211,3 +211,25 @@ def test_out_that_is_not_ours_is_refused_even_with_force(trained, tmp_path, caps
     code, _, stderr = tune(capsys, checkpoint, "--profile", "x86-cpu", "-o", tmp_path / "y", "--objective", "speed")
     assert code == 2 and stderr.startswith("error: --objective")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_ctrl_c_keeps_every_finished_candidate_and_leaves_nothing_partial(trained, tmp_path):
+    _, checkpoint = trained
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "avf", "tune", str(checkpoint), "--profile", "jetson-orin-nano-8gb", "-o", str(out),
+               *FAST]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((out / "records").glob("r*.json"))) >= 1:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the search finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted (SIGINT)" in stderr, stderr
+    records = list((out / "records").glob("r*.json"))
+    assert records and all((out / json.loads(p.read_text())["artifact"] / "report.json").is_file() for p in records)
+    assert [p for p in out.rglob(".*") if ".tmp" in p.name] == []
+    finished = {p.name for p in (out / "candidates").iterdir()}
+    assert finished >= {json.loads(p.read_text())["id"] for p in records}
