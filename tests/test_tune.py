@@ -67,10 +67,10 @@ def test_small_search_measured_on_this_cpu(trained, tmp_path, capsys):
     assert records and all(r["cost"]["status"] == "measured" for r in records)
     assert all((out / r["artifact"] / "report.json").is_file() and (out / r["bench"]).is_file() for r in records)
     assert len((out / "candidates.csv").read_text().strip().splitlines()) == len(records) + 1
-    assert {r["precision"] for r in records} == {"fp32", "int8", "int8-dynamic"}  # x86-cpu: no fp16
+    assert {r["precision"] for r in records} == {"fp32", "int8", "int8-dynamic", "int4"}  # x86-cpu: no fp16
     assert "fp16" in state["space"]["not_searched"]
     # Bisection, not the grid: at most log2 probes per precision plus the edge variants.
-    assert len(records) < 3 * 3 + 4
+    assert len(records) < 4 * 3 + 4
     # The choice: meets every constraint, best by latency among those that do.
     meeting = [r for r in records if r["meets"]]
     assert state["chosen"]["id"] == min(meeting, key=lambda r: r["cost"]["latency_p50_ms"])["id"]
@@ -116,6 +116,7 @@ def test_jetson_costs_are_predicted_and_labelled(trained, tmp_path, capsys):
     records = candidates(out)
     assert records and all(r["cost"]["status"] == "predicted" for r in records)
     assert {r["precision"] for r in records} <= {"fp32", "fp16", "int8"}  # TensorRT formats only
+    assert {"int8-dynamic", "int4"} <= set(json.loads((out / "tune.json").read_text())["space"]["not_searched"])
     state = json.loads((out / "tune.json").read_text())
     assert state["costs"].startswith("predicted") and "int8-dynamic" in state["space"]["not_searched"]
     assert "torch-tensorrt" in state["space"]["backends"]

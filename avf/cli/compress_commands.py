@@ -28,6 +28,7 @@ def compress_command(
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights and arithmetic."),
     int8: bool = typer.Option(False, "--int8", help="Static INT8 (QDQ: per-channel symmetric weights, symmetric activations)."),
     int8_dynamic: bool = typer.Option(False, "--int8-dynamic", help="Weights-only INT8 for CPUs."),
+    int4: bool = typer.Option(False, "--int4", help="4-bit weight-only matrices (ONNX Runtime MatMulNBits) for CPUs."),
     calib: str = typer.Option(None, "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
     calib_method: str = typer.Option("percentile", "--calib-method", help="entropy, percentile (99.999) or minmax."),
     calib_size: int = typer.Option(1024, "--calib-size", min=1, help="Calibration videos (a seeded random sample)."),
@@ -43,7 +44,7 @@ def compress_command(
     from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
     from avf.errors import InputError
 
-    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int8-dynamic", int8_dynamic)) if flag]
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int8-dynamic", int8_dynamic), ("int4", int4)) if flag]
     if len(chosen) > 1:
         raise InputError(None, f"choose one precision, not {' and '.join('--' + c for c in chosen)}")
     for option, given, needs, applies in (

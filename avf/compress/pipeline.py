@@ -51,7 +51,7 @@ class CompressOptions(BaseModel):
     finetune_epochs: int = Field(1, ge=0)
     finetune_lr: float = 1e-4
     train: str | None = None
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "int4"] = "fp32"
     calib: str | None = None
     calib_method: Literal["entropy", "percentile", "minmax"] = "percentile"
     calib_size: int = Field(1024, ge=1)
@@ -99,7 +99,7 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         raise InputError(options.checkpoint, f"--backend tensorrt: engine not built: {reason}")
     if options.backend == "torch-tensorrt" and (reason := torch_tensorrt_unavailable()):
         raise InputError(options.checkpoint, f"--backend torch-tensorrt: not compiled: {reason}")
-    if options.backend == "torch-tensorrt" and options.precision == "int8-dynamic":
+    if options.backend == "torch-tensorrt" and options.precision in ("int8-dynamic", "int4"):
         raise InputError(None, "--backend torch-tensorrt builds fp32, fp16 or int8; weights-only INT8 is an ONNX "
                                "Runtime CPU format")
     if options.keep_float and options.precision != "int8":
@@ -235,6 +235,10 @@ def _precision_stage(options: CompressOptions, fp32: Path, artifact: Path, calib
     elif options.precision == "int8-dynamic":
         quantize.quantize_int8_dynamic(fp32, artifact)
         stage["method"] = "weights-only INT8, per-channel symmetric; activations quantized at run time"
+    elif options.precision == "int4":
+        quantize.quantize_int4_weight_only(fp32, artifact)
+        stage["method"] = (f"4-bit weight-only matrices (ONNX Runtime MatMulNBits, symmetric, blocks of "
+                           f"{quantize.INT4_BLOCK}, accuracy_level 4: INT8 arithmetic), float biases and activations")
     else:
         rows = _calibration_rows(options, calib_data)
         quantize.quantize_int8_static(fp32, artifact, _batches(calib_data, rows), options.calib_method,
@@ -272,8 +276,8 @@ def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: d
     if reason:
         say(f"tensorrt: engine not built: {reason}")
         return {"built": False, "reason": f"engine not built: {reason}"}
-    if options.precision == "int8-dynamic":
-        return {"built": False, "reason": "engine not built: weights-only INT8 is an ONNX Runtime CPU format"}
+    if options.precision in ("int8-dynamic", "int4"):
+        return {"built": False, "reason": f"engine not built: {options.precision} weights-only is an ONNX Runtime CPU format"}
     if not check["tensorrt_compatible"]:
         return {"built": False, "reason": "engine not built: not TensorRT-compatible: " + "; ".join(check["problems"])}
     say("tensorrt: building the engine")

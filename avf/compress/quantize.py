@@ -7,6 +7,8 @@
   which ONNX Runtime's CPU provider fuses into integer kernels.
 * ``int8-dynamic``: weights-only INT8 (activations quantized on the fly), for CPUs.
 * ``fp16``: weights and arithmetic in half precision, inputs and outputs kept float32.
+* ``int4``: 4-bit weight-only matrices (ONNX Runtime's ``MatMulNBits`` contrib kernel), for CPUs:
+  at batch 1 these models are bound by reading their weights, and this halves INT8's bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 from avf.atomic import atomic_file
 
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int4")
+INT4_BLOCK = 32
 
 
 class ArrayCalibrationReader:
@@ -177,6 +180,74 @@ def quantize_int8_dynamic(fp32_path: str | Path, out_path: str | Path) -> Path:
     with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
         quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
     return Path(out_path)
+
+
+def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block_size: int = INT4_BLOCK,
+                              accuracy_level: int = 4) -> Path:
+    """Every ``Gemm`` (transB=1, alpha=beta=1, constant weight) becomes ``MatMulNBits`` + ``Add``.
+
+    Weights are quantized per block of ``block_size`` along the input axis, symmetric 4-bit
+    (scale = block max / 7, stored with ONNX Runtime's default zero point 8, two values per byte,
+    low nibble first); the bias stays float. ``accuracy_level=4`` lets the CPU kernel multiply
+    in INT8 (activations quantized on the fly). Written without onnxruntime's MatMulNBits
+    quantizer, which needs the extra ``onnx-ir`` package and takes MatMul, not Gemm.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_path))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if not (node.op_type == "Gemm" and attrs.get("transA", 0) == 0 and attrs.get("transB", 0) == 1
+                and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and node.input[1] in initializers):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        packed, scales = pack_int4(weight, block_size)
+        n, k = weight.shape
+        packed_name, scales_name = node.input[1] + ".int4", node.input[1] + ".int4_scales"
+        graph.initializer.extend([numpy_helper.from_array(packed, packed_name),
+                                  numpy_helper.from_array(scales, scales_name)])
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = node.output[0] + ".int4_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], packed_name, scales_name], [product],
+                                      name=node.name, domain="com.microsoft", K=k, N=n, bits=4,
+                                      block_size=block_size, accuracy_level=accuracy_level))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=node.name + ".bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
+        onnx.save(model, str(tmp))
+    return Path(out_path)
+
+
+def pack_int4(weight: np.ndarray, block_size: int = INT4_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """(B uint8 [N, blocks, block_size/2], scales float32 [N * blocks]) in MatMulNBits' layout."""
+    n, k = weight.shape
+    blocks = -(-k // block_size)
+    padded = np.pad(weight, ((0, 0), (0, blocks * block_size - k))).reshape(n, blocks, block_size)
+    largest = np.abs(padded).max(axis=2)
+    scales = np.where(largest > 0, largest / 7.0, 1.0).astype(np.float32)
+    codes = (np.clip(np.rint(padded / scales[..., None]), -8, 7) + 8).astype(np.uint8)
+    packed = (codes[..., 0::2] & 0x0F) | ((codes[..., 1::2] & 0x0F) << 4)
+    return packed.astype(np.uint8), scales.reshape(-1)
+
+
+def unpack_int4(packed: np.ndarray, scales: np.ndarray, k: int) -> np.ndarray:
+    """The float weights MatMulNBits computes with (for tests and error bounds)."""
+    n, blocks, half = packed.shape
+    codes = np.empty((n, blocks, half * 2), np.float32)
+    codes[..., 0::2], codes[..., 1::2] = packed & 0x0F, packed >> 4
+    return ((codes - 8) * scales.reshape(n, blocks, 1)).reshape(n, -1)[:, :k]
 
 
 def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:

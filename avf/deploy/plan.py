@@ -12,7 +12,7 @@ from __future__ import annotations
 from avf.deploy.profiles import DeviceProfile
 
 # The precision an artifact's arithmetic runs in, per compress precision.
-COMPUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8-dynamic": "int8"}
+COMPUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8-dynamic": "int8", "int4": "int8"}  # int4: MatMulNBits accuracy_level 4
 RUNTIME_OVERHEAD_MIB = {"jetson": 600.0, "dgpu": 800.0, "cpu": 150.0}  # CUDA context / runtime, a typical floor
 
 

@@ -47,17 +47,15 @@ def precisions_for(profile: DeviceProfile) -> tuple[list[str], dict[str, str]]:
     searched, skipped = [], {}
     supports = set(profile.precisions)
     gpu = profile.kind != "cpu"
-    for precision in ("fp32", "int8", "fp16", "int8-dynamic"):
-        compute = "int8" if precision.startswith("int8") else precision
+    for precision in ("fp32", "int8", "fp16", "int8-dynamic", "int4"):
+        compute = "int8" if precision.startswith("int") else precision  # int4: INT8 arithmetic (MatMulNBits)
         if compute not in supports:
             skipped[precision] = f"{profile.name} lists no {compute} ({', '.join(profile.precisions)})"
-        elif precision == "int8-dynamic" and gpu:
-            skipped[precision] = (f"weights-only INT8 is an ONNX Runtime CPU format; {profile.name} deploys "
+        elif precision in ("int8-dynamic", "int4") and gpu:
+            skipped[precision] = (f"weights-only {precision} is an ONNX Runtime CPU format; {profile.name} deploys "
                                   f"with {profile.preferred_backend}")
         else:
             searched.append(precision)
-    skipped["int4-weight-only"] = ("not built: avf-compress has no 4-bit weight format yet (ONNX Runtime's "
-                                   "MatMulNBits would need the Gemm layers rewritten as MatMul)")
     return searched, skipped
 
 
