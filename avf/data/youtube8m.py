@@ -418,7 +418,8 @@ def _decode_chunk(chunk: RecordChunk, i0: int, i1: int, rows: _Rows, allow_frame
         rgb = sliding_window_view(a, _RGB_BYTES)[data_start[2, fast]]
         audio = sliding_window_view(a, _AUDIO_BYTES)[data_start[3, fast]]
         if r0 == 0 and fast.size == n == rows.capacity:
-            rows.rgb, rows.audio = rgb.view("<f4").astype(np.float32, copy=False), audio.view("<f4").astype(np.float32, copy=False)
+            rows.rgb = rgb.view("<f4").astype(np.float32, copy=False)
+            rows.audio = audio.view("<f4").astype(np.float32, copy=False)
         else:
             rows.rgb[r0 : r0 + n].view(np.uint8)[fast] = rgb
             rows.audio[r0 : r0 + n].view(np.uint8)[fast] = audio
@@ -441,7 +442,7 @@ def _decode_chunk(chunk: RecordChunk, i0: int, i1: int, rows: _Rows, allow_frame
                 rows.rgb[r0 + j], rows.audio[r0 + j] = out[3], out[4]
             else:
                 rows.frames[r0 + j] = out[3]
-        pieces, fast_pos = [], 0
+        pieces = []
         fast_counts = counts[fast] if fast.size else counts[:0]
         fast_ends = np.cumsum(fast_counts)
         fast_index = {int(j): k for k, j in enumerate(fast)}
