@@ -61,11 +61,11 @@ def load_baseline(rev: str, into: Path):
 
 
 def _head() -> str | None:
-    """The commit measured (with "+dirty" when avf/ has uncommitted changes)."""
+    """The commit measured (with "+dirty" when the reader has uncommitted changes)."""
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "avf/data"],
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", *_BASELINE_FILES],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
