@@ -379,3 +379,23 @@ def test_garbage_varints_and_groups_are_record_errors(tmp_path):
         path = write(tmp_path, [good(), payload], f"g{i}.tfrecord")
         cls, problem, offset = refused(path, RecordError)
         assert offset == offset_of(path, 1) and "not a tf.train.Example" in problem
+
+
+def test_readers_abandoned_mid_way_never_hang(tmp_path):
+    """The next shard is read ahead on a thread; a reader dropped after an error (or by a
+    consumer that stops) must be collectable from any thread without waiting for it."""
+    import gc
+
+    bad = [good(0), video_example("nan", [1], np.r_[RGB[:-1], np.nan], AUDIO)]
+    for i in range(4):
+        write(tmp_path, bad if i == 0 else [good(j) for j in range(30)], f"s{i}.tfrecord")
+    with _deadline(60):
+        for round_ in range(60):
+            with pytest.raises(SchemaError):
+                list(iter_batches(tmp_path, 8))
+            records = iter_records(tmp_path)
+            next(records)
+            del records
+            if round_ % 10 == 0:
+                gc.collect()
+    assert threading.active_count() < 20

@@ -17,7 +17,7 @@ views of those checked batches, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -600,31 +600,53 @@ def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
     paths = list(paths)
     # The next shard is read in a thread while this one is decoded (reads release the GIL);
     # its errors surface in file order, when its turn comes.
-    with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(read_whole, paths[0]) if paths else None
-        try:
-            for k, path in enumerate(paths):
-                data = ahead.result()
-                ahead = pool.submit(read_whole, paths[k + 1]) if k + 1 < len(paths) else None
-                for chunk in iter_chunks(path, data=data):
-                    i = 0
-                    while i < len(chunk):
-                        take = min(len(chunk) - i, target - count)
-                        parts.append((chunk, i, i + take))
-                        count += take
-                        i += take
-                        if count == target:
-                            yield _join(parts)
-                            parts, count = [], 0
-        except RecordError:
-            if parts:
-                yield _join(parts)
-            raise
-        finally:
-            if ahead is not None:
-                ahead.cancel()
+    ahead = _ReadAhead(paths[0]) if paths else None
+    try:
+        for k, path in enumerate(paths):
+            data = ahead.result()
+            ahead = _ReadAhead(paths[k + 1]) if k + 1 < len(paths) else None
+            for chunk in iter_chunks(path, data=data):
+                i = 0
+                while i < len(chunk):
+                    take = min(len(chunk) - i, target - count)
+                    parts.append((chunk, i, i + take))
+                    count += take
+                    i += take
+                    if count == target:
+                        yield _join(parts)
+                        parts, count = [], 0
+    except RecordError:
+        if parts:
+            yield _join(parts)
+        raise
     if parts:
         yield _join(parts)
+
+
+class _ReadAhead:
+    """``read_whole(path)`` on a daemon thread. Nothing ever waits for it but ``result()``: a
+    reader abandoned mid-way (an error, a consumer that stops) is finalised without joining,
+    whichever thread the garbage collector happens to run that in."""
+
+    __slots__ = ("_path", "_value", "_error", "_thread")
+
+    def __init__(self, path: Path):
+        self._path, self._value, self._error = path, None, None
+        self._thread = threading.Thread(target=self._run, name="avf-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = read_whole(self._path)
+        except BaseException as exc:  # handed to the reader, in file order
+            self._error = exc
+
+    def result(self) -> bytes | None:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._value
 
 
 def _join(parts: list[tuple[RecordChunk, int, int]]) -> RecordChunk:
