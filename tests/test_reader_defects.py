@@ -382,8 +382,8 @@ def test_garbage_varints_and_groups_are_record_errors(tmp_path):
 
 
 def test_readers_abandoned_mid_way_never_hang(tmp_path):
-    """The next shard is read ahead on a thread; a reader dropped after an error (or by a
-    consumer that stops) must be collectable from any thread without waiting for it."""
+    """A reader dropped after an error (or by a consumer that stops) is collected without
+    waiting on anything (a read-ahead thread pool once deadlocked here)."""
     import gc
 
     bad = [good(0), video_example("nan", [1], np.r_[RGB[:-1], np.nan], AUDIO)]

@@ -21,7 +21,6 @@ Byte offsets in errors for GZIP files are offsets in the decompressed stream.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import struct
@@ -204,27 +203,8 @@ class RecordChunk:
         return self.buf[start : start + self.lengths[i]]
 
 
-def read_whole(path: str | Path) -> bytes | None:
-    """The whole file when it fits in one chunk (None: stream it with ``iter_chunks``).
-
-    Checks and opens like ``iter_chunks`` (regular files only), so it can run ahead in a
-    thread: the read itself releases the GIL while the caller decodes the previous file.
-    """
-    path = Path(path)
-    fh, info = _open_regular(path)
-    with fh:
-        if info.st_size > CHUNK_BYTES:
-            return None
-        try:
-            data = fh.read(info.st_size + 1)  # +1: a file that grew since the stat is streamed
-        except OSError as exc:
-            raise RecordError(path, f"read failed ({exc.strerror or exc})", 0) from None
-    return data if len(data) <= info.st_size else None
-
-
-def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes: int | None = None,
-                data: bytes | None = None) -> Iterator[RecordChunk]:
-    """Yield the file's records in chunks, both CRCs checked (``data``: its bytes, already read).
+def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes: int | None = None) -> Iterator[RecordChunk]:
+    """Yield the file's records in chunks, both CRCs checked.
 
     On bad framing, the records before the bad one are yielded first, then RecordError is
     raised naming the file and the offset of the bad record: a truncated tail, a length CRC
@@ -232,31 +212,14 @@ def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes
     """
     path = Path(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    if data is not None:
-        fh, size = io.BytesIO(data), len(data)
-    else:
-        fh, info = _open_regular(path)
-        size = info.st_size
+    fh, info = _open_regular(path)
     with fh:
         head = fh.read(_HEADER.size)
         source = _PlainSource(fh, head)
         if len(head) >= 2 and head[:2] == _GZIP_MAGIC and not _valid_header(head):
-            limit = max_gzip_bytes if max_gzip_bytes is not None else GZIP_FLOOR_BYTES + GZIP_MAX_RATIO * size
+            limit = max_gzip_bytes if max_gzip_bytes is not None else GZIP_FLOOR_BYTES + GZIP_MAX_RATIO * info.st_size
             source = _GzipSource(fh, head, limit)
-        elif data is not None and len(data) <= chunk_bytes:
-            source = _WholeSource(data)
         yield from _frame(path, source, chunk_bytes)
-
-
-class _WholeSource:
-    """A file already read whole: handed over without another copy."""
-
-    def __init__(self, data: bytes):
-        self._data = data
-
-    def read(self, n: int) -> bytes:
-        data, self._data = self._data, b""
-        return data
 
 
 def _valid_header(head: bytes) -> bool:

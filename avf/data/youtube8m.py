@@ -17,7 +17,6 @@ views of those checked batches, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from avf.data.example_proto import (
     parse_record,
 )
 from avf.data.sources import expand_sources
-from avf.data.tfrecord import RecordChunk, iter_chunks, read_whole
+from avf.data.tfrecord import RecordChunk, iter_chunks
 from avf.errors import RecordError, SchemaError
 
 RGB_DIM = 1024
@@ -597,15 +596,9 @@ def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
     error come out before the error does."""
     parts: list[tuple[RecordChunk, int, int]] = []
     count = 0
-    paths = list(paths)
-    # The next shard is read in a thread while this one is decoded (reads release the GIL);
-    # its errors surface in file order, when its turn comes.
-    ahead = _ReadAhead(paths[0]) if paths else None
     try:
-        for k, path in enumerate(paths):
-            data = ahead.result()
-            ahead = _ReadAhead(paths[k + 1]) if k + 1 < len(paths) else None
-            for chunk in iter_chunks(path, data=data):
+        for path in paths:
+            for chunk in iter_chunks(path):
                 i = 0
                 while i < len(chunk):
                     take = min(len(chunk) - i, target - count)
@@ -621,32 +614,6 @@ def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
         raise
     if parts:
         yield _join(parts)
-
-
-class _ReadAhead:
-    """``read_whole(path)`` on a daemon thread. Nothing ever waits for it but ``result()``: a
-    reader abandoned mid-way (an error, a consumer that stops) is finalised without joining,
-    whichever thread the garbage collector happens to run that in."""
-
-    __slots__ = ("_path", "_value", "_error", "_thread")
-
-    def __init__(self, path: Path):
-        self._path, self._value, self._error = path, None, None
-        self._thread = threading.Thread(target=self._run, name="avf-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = read_whole(self._path)
-        except BaseException as exc:  # handed to the reader, in file order
-            self._error = exc
-
-    def result(self) -> bytes | None:
-        self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._value
 
 
 def _join(parts: list[tuple[RecordChunk, int, int]]) -> RecordChunk:
