@@ -14,7 +14,9 @@ import glob as globlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,25 @@ def _default_mode(directory: bool) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return (0o777 if directory else 0o666) & ~umask
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP while a temporary path is created and not yet under cleanup's watch.
+
+    A signal in that gap (right after mkdtemp returns, say) would leave the temporary behind; held
+    here, it is delivered on the next line, inside the block that removes it.
+    """
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    previous = mask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, previous)
 
 
 def json_file_says(name: str, key: str, *values: str) -> Recognizer:
@@ -122,19 +143,24 @@ def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     file or the complete new one.
     """
     final = Path(final)
+    tmp = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    except OSError as exc:
-        raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
+        with _signals_deferred():
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+            except OSError as exc:
+                raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
+            os.close(fd)
+            tmp = Path(name)
         yield tmp
         tmp.chmod(_default_mode(directory=False))
-        os.replace(tmp, final)
+        with _signals_deferred():
+            os.replace(tmp, final)
+            tmp = None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(final: str | Path, text: str) -> None:
@@ -160,21 +186,27 @@ def atomic_directory(final: str | Path, force: bool = False, *, ours: Recognizer
     after the new one is in.
     """
     final = check_output(final, force=force, directory=True, inputs=inputs, ours=ours, what=what)
+    tmp = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    except OSError as exc:
-        raise InputError(final, f"cannot create it: {exc.strerror or exc}") from None
-    tmp.chmod(_default_mode(directory=True))  # mkdtemp makes it private; the result gets normal permissions
-    try:
+        with _signals_deferred():
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            except OSError as exc:
+                raise InputError(final, f"cannot create it: {exc.strerror or exc}") from None
+            tmp.chmod(_default_mode(directory=True))  # mkdtemp makes it private; the result gets normal permissions
         yield tmp
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        with _signals_deferred():  # the swap is never left half done: old folder out, new one not yet in
+            if final.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+                os.replace(final, trash / final.name)
+                os.replace(tmp, final)
+                tmp = None
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+                tmp = None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
