@@ -55,6 +55,18 @@ def train_command(
                                     help="Start the classifier bias at the training label priors (log-odds)."),
     identity_attention: bool = typer.Option(False, "--identity-attention",
                                             help="Start attention value/output projections at the identity."),
+    batch_norm: bool = typer.Option(False, "--batch-norm", help="BatchNorm after every Linear of the FC stacks."),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, help="Exponential moving average of the weights, decay per "
+                              "step, e.g. 0.999 (0: off); best.pt holds the averaged weights."),
+    early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop after this many epochs without a better "
+                                   "validation GAP (0: off)."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", min=0.0,
+                                          help="Targets (1-e)*labels + e*class prior (0: off)."),
+    mixup: float = typer.Option(0.0, "--mixup", min=0.0, help="Mixup Beta(a, a) of inputs and targets (0: off)."),
+    distill_from: list[str] = typer.Option(None, "--distill-from", help="Teacher checkpoint (repeatable: an "
+                                           "ensemble's mean); its probabilities become soft targets."),
+    distill_weight: float = typer.Option(0.5, "--distill-weight", min=0.0, max=1.0,
+                                         help="Weight of the soft targets (the labels get 1 - w)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that already holds a run."),
 ) -> None:
@@ -72,7 +84,9 @@ def train_command(
                                  lr=lr, weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
                                  seed=seed, num_classes=classes, width=width, attention_width=attention_width,
                                  dropout=dropout, heads=heads, device=device.value, precision=precision.value,
-                                 threads=threads, prior_init=prior_init, identity_attention=identity_attention)
+                                 threads=threads, prior_init=prior_init, identity_attention=identity_attention,
+                                 batch_norm=batch_norm, ema=ema, early_stop=early_stop, label_smoothing=label_smoothing,
+                                 mixup=mixup, distill_from=list(distill_from or []), distill_weight=distill_weight)
     except ValidationError as exc:
         first = exc.errors()[0]
         option = {"num_classes": "classes"}.get(str(first["loc"][0]), str(first["loc"][0]))
@@ -89,7 +103,9 @@ _SETTING_OF_OPTION = {"model": "model", "train": "train", "val": "val", "batch_s
                       "weight_decay": "weight_decay", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
                       "seed": "seed", "classes": "num_classes", "width": "width", "attention_width": "attention_width",
                       "dropout": "dropout", "heads": "heads", "precision": "precision", "prior_init": "prior_init",
-                      "identity_attention": "identity_attention"}
+                      "identity_attention": "identity_attention", "batch_norm": "batch_norm", "ema": "ema",
+                      "early_stop": "early_stop", "label_smoothing": "label_smoothing", "mixup": "mixup",
+                      "distill_from": "distill_from", "distill_weight": "distill_weight"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

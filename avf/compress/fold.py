@@ -3,6 +3,9 @@
 Three rewrites, all exact up to float rounding:
 
 * Dropout is dropped (it is the identity at inference).
+* Batch normalisation (eval mode: a per-channel affine map) merges into the Linear before it
+  (FC stacks built with ``--batch-norm``, the Context Gating MoE's hidden layer and gates). The
+  anchors' context gating (x * sigmoid(W x)) and mixture-of-experts softmax are not affine and stay.
 * Attention over a single token is a linear map: softmax over one key is 1, so the output is
   ``W_o (W_v x + b_v) + b_o`` (with the optional ``into``/``back`` projections around it) and
   the query/key projections never matter. Each attention becomes one ``Linear``; a cross-modal
@@ -101,6 +104,9 @@ def fold_model(model: FusionModel, check_inputs: tuple[torch.Tensor, torch.Tenso
     dropped = _drop_dropout(folded)
     if dropped:
         rewrites.append(f"dropped {dropped} dropout layers")
+    merged_norms = _fold_batch_norm(folded)
+    if merged_norms:
+        rewrites.append(f"merged {merged_norms} batch norms into the linear layer before each")
     if _late_fusion_is_affine(folded):
         folded = _fold_late_fusion(folded)
         rewrites.append("merged attention, pooling and concatenation into the first fusion layer")
@@ -139,6 +145,30 @@ def _drop_dropout(model: nn.Module) -> int:
             if isinstance(child, nn.Dropout):
                 setattr(parent, name, nn.Identity())
                 count += 1
+    return count
+
+
+@torch.no_grad()
+def _fold_batch_norm(model: nn.Module) -> int:
+    """Merge every eval-mode BatchNorm1d that directly follows a Linear (in one Sequential) into it."""
+    count = 0
+    for parent in list(model.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue
+        children = list(parent.named_children())
+        for (name, linear), (norm_name, norm) in zip(children, children[1:]):
+            if not (isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d) and norm.track_running_stats
+                    and norm.running_mean is not None):
+                continue
+            scale = (norm.weight.double() if norm.affine else 1.0) / torch.sqrt(norm.running_var.double() + norm.eps)
+            shift = norm.bias.double() if norm.affine else 0.0
+            bias = linear.bias.double() if linear.bias is not None else torch.zeros(linear.out_features, dtype=torch.float64)
+            merged = nn.Linear(linear.in_features, linear.out_features)
+            merged.weight.copy_((linear.weight.double() * scale[:, None]).to(linear.weight.dtype))
+            merged.bias.copy_(((bias - norm.running_mean.double()) * scale + shift).to(linear.weight.dtype))
+            setattr(parent, name, merged)
+            setattr(parent, norm_name, nn.Identity())
+            count += 1
     return count
 
 

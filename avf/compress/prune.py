@@ -51,6 +51,9 @@ def check_ratio_honoured(ratio: float, before: list[int], after: list[int]) -> f
     """
     from avf.errors import InputError
 
+    if not before:  # e.g. the starter-code MoE: inputs straight into the (never pruned) classifier head
+        raise InputError(None, f"--prune {ratio:g} does not apply to this model: it has no hidden layers "
+                               "(everything is its classifier head, whose class outputs are never pruned)")
     achieved = 1.0 - sum(after) / max(sum(before), 1)
     off = [(b, a) for b, a in zip(before, after) if abs(a - b * (1.0 - ratio)) > ROUND_TO]
     if off or (achieved == 0.0 and ratio > 0):
@@ -66,8 +69,9 @@ def check_ratio_honoured(ratio: float, before: list[int], after: list[int]) -> f
 
 
 def hidden_widths(model: nn.Module) -> list[int]:
-    """Output widths of every Linear except the classifier: what pruning changed."""
-    return [m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m is not model.classifier]
+    """Output widths of every Linear outside the classifier (or classifier head): what pruning changed."""
+    head = set(model.classifier.modules())
+    return [m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m not in head]
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: int, batch_size: int = 256,

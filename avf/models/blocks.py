@@ -19,13 +19,24 @@ class FCStack(nn.Sequential):
     (``in_dim`` for an empty stack, which is then the identity).
     """
 
-    def __init__(self, in_dim: int, widths: Sequence[int], dropout: float = 0.4):
+    def __init__(self, in_dim: int, widths: Sequence[int], dropout: float = 0.4, batch_norm: bool = False):
         layers: list[nn.Module] = []
         for width in widths:
-            layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            # batch_norm: Linear -> BatchNorm1d -> ReLU -> Dropout (avf-compress folds the BN into the Linear)
+            norm = [TokenBatchNorm(width)] if batch_norm else []
+            layers += [nn.Linear(in_dim, width), *norm, nn.ReLU(), nn.Dropout(dropout)]
             in_dim = width
         super().__init__(*layers)
         self.out_dim = in_dim
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the feature axis of (B, d) or token tensors (B, N, d) (statistics over B and N)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x)
 
 
 class ResidualBlock(nn.Module):
@@ -157,3 +168,89 @@ def identity_attention_init_(model: nn.Module) -> int:
             module.out_proj.bias.zero_()
             count += 1
     return count
+
+
+# ----------------------------------------------------------------------------- YouTube-8M challenge anchors
+
+
+class ContextGating(nn.Module):
+    """Context Gating (Miech et al. 2017, "Learnable pooling with Context Gating"): y = x * sigmoid(BN(W x)).
+
+    As in the 2017 winners' code: the gate's Linear has no bias when batch-normalised (the BN's
+    shift replaces it) and a bias otherwise. Not affine (the sigmoid), so avf-compress leaves it
+    in place; the BN folds into the gate's Linear.
+    """
+
+    def __init__(self, dim: int, batch_norm: bool = True):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Linear(dim, dim, bias=not batch_norm),
+                                  *([TokenBatchNorm(dim)] if batch_norm else []))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(x))
+
+
+def _logsumexp(*parts: torch.Tensor) -> torch.Tensor:
+    """log(sum(exp)) over the last axis of the concatenated parts, max-shifted (exports as plain ONNX ops)."""
+    x = torch.cat(parts, dim=-1)
+    top = x.amax(dim=-1, keepdim=True).detach()
+    return (top + torch.log(torch.exp(x - top).sum(dim=-1, keepdim=True))).squeeze(-1)
+
+
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return -nn.functional.softplus(-x)
+
+
+class MixtureOfExperts(nn.Module):
+    """The YouTube-8M starter code's MoeModel as a classifier head, returning logits.
+
+    Per class c: p_c = sum_k softmax(g_c)_k sigmoid(e_ck) over ``experts`` logistic experts and one
+    dummy expert that always predicts 0 (its gate takes the rest of the softmax). ``gates`` is
+    Linear(in, C*(k+1), no bias) and ``experts`` Linear(in, C*k), laid out class-major as the
+    starter code reshapes them. With ``output_gating`` (the 2017 winners' "gating on
+    probabilities"), p is re-weighted by a Context Gating over the class probabilities:
+    p'_c = p_c sigmoid(BN(W p)_c), W a C x C matrix.
+
+    The model returns logit(p) (or logit(p')) computed in log space, never as log(p / (1 - p)):
+    log p = logsumexp_k(log g_k + log sigmoid(e_k)) and log(1 - p) = logsumexp(log g_dummy,
+    log g_k + log sigmoid(-e_k)), so training keeps BCE-with-logits and every consumer (eval,
+    export, distillation) applies the usual sigmoid. The softmax over experts is not affine:
+    avf-compress folds nothing here except the output gate's BN.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, experts: int = 2, output_gating: bool = False):
+        super().__init__()
+        if isinstance(experts, bool) or not isinstance(experts, int) or experts < 1:
+            raise ValueError(f"experts must be a positive integer, not {experts!r}")
+        self.in_dim, self.num_classes, self.experts = in_dim, num_classes, experts
+        self.gates = nn.Linear(in_dim, num_classes * (experts + 1), bias=False)
+        self.expert_logits = nn.Linear(in_dim, num_classes * experts)
+        self.output_gate = ContextGating(num_classes) if output_gating else None
+
+    def log_probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p, log(1 - p)) of the mixture, each (B, C)."""
+        k = self.experts
+        log_gates = torch.log_softmax(self.gates(x).reshape(-1, self.num_classes, k + 1), dim=-1)
+        experts = self.expert_logits(x).reshape(-1, self.num_classes, k)
+        log_p = _logsumexp(log_gates[..., :k] + _log_sigmoid(experts))
+        log_not_p = _logsumexp(log_gates[..., k:], log_gates[..., :k] + _log_sigmoid(-experts))
+        return log_p, log_not_p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_p, log_not_p = self.log_probabilities(x)
+        if self.output_gate is None:
+            return log_p - log_not_p
+        z = self.output_gate.gate(torch.exp(log_p))
+        # p' = p s(z); 1 - p' = (1 - p) + p s(-z)
+        log_kept = log_p + _log_sigmoid(z)
+        log_not_kept = _logsumexp(log_not_p.unsqueeze(-1), (log_p + _log_sigmoid(-z)).unsqueeze(-1))
+        return log_kept - log_not_kept
+
+    @torch.no_grad()
+    def init_to_priors(self, prior: torch.Tensor) -> None:
+        """Start near the label priors: with the gates at zero every expert gets 1/(k+1) of the
+        softmax, so expert biases at logit(prior (k+1)/k) give p = prior (capped below 1)."""
+        k = self.experts
+        self.gates.weight.zero_()
+        target = (prior * (k + 1) / k).clamp(1e-6, 1 - 1e-6)
+        self.expert_logits.bias.copy_(torch.log(target / (1 - target)).repeat_interleave(k))

@@ -37,9 +37,11 @@ import torch
 from torch import nn
 
 from avf.models.blocks import (
+    ContextGating,
     CrossModalAttention,
     FCStack,
     GatedResidualBlock,
+    MixtureOfExperts,
     ResidualBlock,
     SelfAttention,
     masked_mean,
@@ -57,7 +59,8 @@ class FusionModel(nn.Module):
     default_width = PROPOSED_WIDTH
 
     def __init__(self, num_classes: int = 3862, rgb_dim: int = 1024, audio_dim: int = 128, *, width: int | None = None,
-                 attention_width: int | None = None, dropout: float = 0.4, heads: int = 8, tokens: str = "single"):
+                 attention_width: int | None = None, dropout: float = 0.4, heads: int = 8, tokens: str = "single",
+                 batch_norm: bool = False):
         super().__init__()
         if tokens not in TOKENS:
             raise ValueError(f"tokens must be one of {', '.join(TOKENS)}, not {tokens!r}")
@@ -70,9 +73,11 @@ class FusionModel(nn.Module):
         self.num_classes, self.rgb_dim, self.audio_dim = num_classes, rgb_dim, audio_dim
         self.width = self.default_width if width is None else width
         self.attention_width = self.width if attention_width is None else attention_width
-        if self.attention_width % heads:
+        if self.uses_attention and self.attention_width % heads:
             raise ValueError(f"attention width {self.attention_width} is not divisible by {heads} heads")
         self.dropout, self.heads, self.tokens = dropout, heads, tokens
+        # BatchNorm1d after every Linear of the FC stacks (Linear -> BN -> ReLU -> Dropout)
+        self.batch_norm = bool(batch_norm)
         # Per-token input sizes: a flat FC baseline sees mean+std as one 2*dim vector.
         flat_mean_std = tokens == "mean_std" and not self.uses_attention
         self.rgb_in = rgb_dim * (2 if flat_mean_std else 1)
@@ -82,7 +87,7 @@ class FusionModel(nn.Module):
         """Constructor settings as a plain dict: ``build_model(**model.config())`` rebuilds the model."""
         return {"name": self.name, "num_classes": self.num_classes, "rgb_dim": self.rgb_dim,
                 "audio_dim": self.audio_dim, "width": self.width, "attention_width": self.attention_width,
-                "dropout": self.dropout, "heads": self.heads, "tokens": self.tokens}
+                "dropout": self.dropout, "heads": self.heads, "tokens": self.tokens, "batch_norm": self.batch_norm}
 
     def _tokens(self, x: torch.Tensor, dim: int, mask):
         if self.tokens == "frames":
@@ -111,7 +116,7 @@ class FusionModel(nn.Module):
 
 
 def _fc(model: FusionModel, in_dim: int, layers: int) -> FCStack:
-    return FCStack(in_dim, [model.width] * layers, model.dropout)
+    return FCStack(in_dim, [model.width] * layers, model.dropout, batch_norm=model.batch_norm)
 
 
 def _sa(model: FusionModel) -> SelfAttention:
@@ -377,6 +382,41 @@ class SelfAttendedCrossModalFCRN(AudioVisualAttention):
         return [block(s) for block, s in zip(self.stream_residual, streams)]
 
 
+# ----------------------------------------------------------------------------- YouTube-8M challenge anchors
+
+
+class MoE(FusionModel):
+    """concat(rgb, audio), L2-normalised -> per-class softmax gating over 2 logistic experts (starter-code MoeModel)."""
+
+    # no hidden layer (width and dropout are unused; the starter code's MoE has no dropout)
+    name, default_width, experts, output_gating = "moe", 1, 2, False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.classifier = MixtureOfExperts(self.rgb_in + self.audio_in, self.num_classes, self.experts,
+                                           output_gating=self.output_gating)
+
+    def features(self, visual, audio, mask):
+        # the starter code's train.py L2-normalises every model's input
+        return nn.functional.normalize(torch.cat([visual, audio], dim=-1)[:, 0], dim=-1)
+
+
+class ContextGatingMoE(MoE):
+    """concat, L2-normalised -> W (BN, ReLU) -> Context Gating -> MoE (2 experts) -> Context Gating (2017 winners' head)."""
+
+    name, default_width, output_gating = "context_gating_moe", 1024, True
+
+    def __init__(self, *args, **kwargs):
+        FusionModel.__init__(self, *args, **kwargs)
+        # the winners' video-level head is batch-normalised throughout, whatever --batch-norm says
+        self.hidden = FCStack(self.rgb_in + self.audio_in, [self.width], self.dropout, batch_norm=True)
+        self.gating = ContextGating(self.width)
+        self.classifier = MixtureOfExperts(self.width, self.num_classes, self.experts, output_gating=True)
+
+    def features(self, visual, audio, mask):
+        return self.gating(self.hidden(super().features(visual, audio, mask)))
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -415,6 +455,10 @@ _SPECS = [
     ModelSpec("attend_fusion_audio_only", AttendFusionAudioOnly, 35, "Attend-Fusion, audio only (Table 3)", 49.59, 49.15, 3),
     ModelSpec("attend_fusion_visual_only", AttendFusionVisualOnly, 37, "Attend-Fusion, visual only (Table 3)", 76.96, 71.87, 3),
     ModelSpec("attend_fusion_no_attention", AttendFusionNoAttention, 22, "Attend-Fusion, no attention (Table 3)", 79.06, 73.31, 3),
+    # YouTube-8M challenge anchors (not in the paper): paper_table 0
+    ModelSpec("moe", MoE, None, "MoE (starter code, 2 experts)", paper_table=0),
+    ModelSpec("context_gating_moe", ContextGatingMoE, None, "Context Gating MoE (2017 winners' video-level head)",
+              paper_table=0),
 ]
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 MODEL_NAMES: list[str] = list(REGISTRY)
@@ -423,7 +467,7 @@ PAPER_PARAMS: dict[str, float | None] = {spec.name: spec.paper_params_m for spec
 
 def build_model(name: str, num_classes: int = 3862, rgb_dim: int = 1024, audio_dim: int = 128, *,
                 width: int | None = None, attention_width: int | None = None, dropout: float = 0.4,
-                heads: int = 8, tokens: str = "single") -> FusionModel:
+                heads: int = 8, tokens: str = "single", batch_norm: bool = False) -> FusionModel:
     """Build a registry model by name.
 
     ``width`` defaults to 8192 for the FC baselines and 2048 for the proposed models;
@@ -434,7 +478,7 @@ def build_model(name: str, num_classes: int = 3862, rgb_dim: int = 1024, audio_d
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
     return REGISTRY[name].builder(num_classes, rgb_dim, audio_dim, width=width, attention_width=attention_width,
-                                  dropout=dropout, heads=heads, tokens=tokens)
+                                  dropout=dropout, heads=heads, tokens=tokens, batch_norm=batch_norm)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -63,6 +63,21 @@ class TrainSettings(BaseModel):
     identity_attention: bool = False
     # CPU threads (default: the cores this process may use); not part of what defines the run.
     threads: int | None = Field(None, ge=1)
+    # Recipe options (issue 13), all off by default; see docs/results/split45k/recipe.md for what each is worth.
+    # BatchNorm1d after every Linear of the model's FC stacks (a model setting).
+    batch_norm: bool = False
+    # Exponential moving average of the weights (decay per step, 0: off); scored and saved in best.pt.
+    ema: float = Field(0.0, ge=0, lt=1)
+    # Stop when validation GAP has not improved for this many epochs (0: off; needs val).
+    early_stop: int = Field(0, ge=0)
+    # Targets (1 - eps) y + eps * prior(class): smoothing towards the training label frequencies.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Mixup (Zhang et al. 2018): mix inputs and targets of shuffled pairs, lambda ~ Beta(a, a) (0: off).
+    mixup: float = Field(0.0, ge=0)
+    # Distillation: teacher checkpoints whose mean probabilities become soft targets, with this weight
+    # (target = (1 - w) * labels + w * soft; BCE is linear in the target, so this is the weighted sum of both losses).
+    distill_from: list[str] = []
+    distill_weight: float = Field(0.5, ge=0, le=1)
 
 
 #: Settings that may change on --resume: they do not change what is being trained.
@@ -180,7 +195,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     model_kwargs = {k: v for k, v in {"width": settings.width, "attention_width": settings.attention_width}.items()
                     if v is not None}
     model_kwargs.update(num_classes=train_data.num_classes, dropout=settings.dropout, heads=settings.heads,
-                        tokens=settings.tokens)
+                        tokens=settings.tokens, batch_norm=settings.batch_norm)
     try:
         parameters = parameter_count(settings.model, **model_kwargs)
     except ValueError as exc:  # e.g. an attention width not divisible by the heads
@@ -196,8 +211,15 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
         identity_attention_init_(model)
     if state is not None:
         check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256)
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state.get("train_state_dict", state["state_dict"]))
     model.to(device)
+    teachers = _load_teachers(settings, train_data, device)
+    ema = _Ema(model, settings.ema, state) if settings.ema else None
+    scored = ema.model if ema is not None else model  # what is validated and saved in best.pt
+    smoothing_prior = _label_prior(train_data, device) if settings.label_smoothing else None
+    has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if settings.early_stop and val_data is None:
+        raise InputError(None, "--early-stop watches validation GAP: give --val")
     net = model
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -251,13 +273,26 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
                 rgb, audio, labels = train_data.batch(indices[first : first + settings.batch_size])
                 rgb, audio, labels = (torch.from_numpy(a).to(device, non_blocking=True) for a in (rgb, audio, labels))
                 t1 = time.perf_counter()
+                if has_batch_norm and len(labels) < 2:  # BatchNorm cannot train on one sample
+                    continue
+                targets = labels
+                if settings.label_smoothing:
+                    targets = (1 - settings.label_smoothing) * targets + settings.label_smoothing * smoothing_prior
+                if settings.mixup:
+                    rgb, audio, targets = _mixup(rgb, audio, targets, settings, epoch, first)
+                if teachers:
+                    with torch.no_grad():
+                        soft = torch.stack([torch.sigmoid(t(rgb, audio).float()) for t in teachers]).mean(0)
+                    targets = (1 - settings.distill_weight) * targets + settings.distill_weight * soft
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                    loss = loss_fn(net(rgb, audio).float(), labels)
+                    loss = loss_fn(net(rgb, audio).float(), targets)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 batch = len(labels)
                 if not math.isfinite(loss.item()):
                     raise NonFiniteLoss(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
@@ -282,12 +317,12 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
         }
         if dist.main:
             if val_data is not None:
-                row.update({f"val_{k}": v for k, v in evaluate_model(model, val_data, settings.eval_batch_size, device).items()})
+                row.update({f"val_{k}": v for k, v in evaluate_model(scored, val_data, settings.eval_batch_size, device).items()})
             history.append(row)
             gap = row.get("val_gap", -row["train_loss"])
             payload = {
                 "model": model_config,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "state_dict": {k: v.detach().cpu() for k, v in scored.state_dict().items()},
                 "num_classes": train_data.num_classes,
                 "vocabulary_sha256": train_data.vocabulary_sha256,
                 "data": {"train": train_data.sources, "val": val_data.sources if val_data else None},
@@ -299,7 +334,9 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
             if gap > best_gap:
                 best_gap = gap
                 save_checkpoint(out / BEST, payload)
-            save_checkpoint(out / LAST, {**payload, "history": history, "best_gap": best_gap,
+            extra = {} if ema is None else {"train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                            "ema_steps": ema.steps}
+            save_checkpoint(out / LAST, {**payload, **extra, "history": history, "best_gap": best_gap,
                                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                          "torch_rng": torch.get_rng_state()})
             _write_history(out, history, settings, run_info)
@@ -311,6 +348,13 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
                 console.print(_epoch_line(row), soft_wrap=True, markup=False)
         if dist.world > 1:
             torch.distributed.barrier()
+        if settings.early_stop and _stalled(history, settings.early_stop):
+            if dist.main:
+                _write_history(out, history, settings, run_info, stopped_early=epoch)
+            if console is not None and dist.main:
+                console.print(f"early stop: validation GAP has not improved for {settings.early_stop} epochs "
+                              f"(best {best_gap:.4f})", soft_wrap=True, markup=False)
+            break
     if writer is not None:
         writer.close()
     return {"history": history, "run": run_info, "settings": settings.model_dump()}
@@ -359,8 +403,88 @@ def _init_classifier_to_priors(model, data: TrainingData) -> None:
 
     counts = np.bincount(data.label_indices, minlength=data.num_classes)[: data.num_classes]
     prior = np.clip(counts / max(len(data), 1), 1e-5, 1 - 1e-5)
+    if hasattr(model.classifier, "init_to_priors"):  # a mixture-of-experts head
+        model.classifier.init_to_priors(torch.from_numpy(prior).float())
+        return
     with torch.no_grad():
         model.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))).float())
+
+
+def _label_prior(data: TrainingData, device):
+    import torch
+
+    counts = np.bincount(data.label_indices, minlength=data.num_classes)[: data.num_classes]
+    return torch.from_numpy(counts / max(len(data), 1)).float().to(device)
+
+
+def _mixup(rgb, audio, targets, settings: TrainSettings, epoch: int, first: int):
+    """Mix every example with another of the batch (both modalities and targets, one lambda per batch)."""
+    import torch
+
+    rng = np.random.default_rng([settings.seed, epoch, first, 13])
+    lam = float(rng.beta(settings.mixup, settings.mixup))
+    order = torch.from_numpy(rng.permutation(len(targets))).to(targets.device)
+    return (lam * rgb + (1 - lam) * rgb[order], lam * audio + (1 - lam) * audio[order],
+            lam * targets + (1 - lam) * targets[order])
+
+
+def _stalled(history: list[dict], patience: int) -> bool:
+    """True when the best validation GAP is more than ``patience`` epochs old."""
+    gaps = [row["val_gap"] for row in history if "val_gap" in row]
+    return len(gaps) > patience and max(gaps[-patience:]) <= max(gaps[:-patience])
+
+
+class _Ema:
+    """Exponential moving average of a model's weights (buffers such as BN statistics are copied).
+
+    The decay ramps up as min(decay, (1 + t) / (10 + t)) over steps t, as TensorFlow's
+    ExponentialMovingAverage with num_updates does, so a short run is not dominated by its random start.
+    """
+
+    def __init__(self, model, decay: float, state: dict | None):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.steps = 0
+        if state is not None and "train_state_dict" in state:
+            self.model.load_state_dict(state["state_dict"])
+            self.steps = state.get("ema_steps", 0)
+
+    def update(self, model) -> None:
+        import torch
+
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            ema_params = list(self.model.parameters())
+            torch._foreach_mul_(ema_params, decay)
+            torch._foreach_add_(ema_params, [p.detach() for p in model.parameters()], alpha=1 - decay)
+            for mine, theirs in zip(self.model.buffers(), model.buffers()):
+                mine.copy_(theirs)
+
+
+def _load_teachers(settings: TrainSettings, data: TrainingData, device) -> list:
+    """Teacher models for distillation, in eval mode, checked against the training data's classes."""
+    from avf.train.checkpoint import model_from_checkpoint
+
+    teachers = []
+    for path in settings.distill_from:
+        if not Path(path).is_file():
+            raise InputError(path, "teacher checkpoint not found (--distill-from)")
+        payload = load_checkpoint(path)
+        if payload["num_classes"] != data.num_classes:
+            raise InputError(path, f"teacher has {payload['num_classes']} classes, the data has {data.num_classes}")
+        vocab = payload.get("vocabulary_sha256")
+        if vocab and data.vocabulary_sha256 and vocab != data.vocabulary_sha256:
+            raise InputError(path, "teacher was trained against a different vocabulary.csv (sha256 differs)")
+        teacher = model_from_checkpoint(payload, path).to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        teachers.append(teacher)
+    return teachers
 
 
 def _global_mean(total: float, count: int, dist: _Distributed, device) -> float:
@@ -383,14 +507,16 @@ def _epoch_line(row: dict) -> str:
     return "  ".join(parts)
 
 
-def _write_history(out: Path, history: list[dict], settings: TrainSettings, run_info: dict) -> None:
+def _write_history(out: Path, history: list[dict], settings: TrainSettings, run_info: dict,
+                   stopped_early: int | None = None) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
     with atomic_file(out / METRICS_CSV) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
     atomic_write_text(out / METRICS_JSON,
-                      json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history}, indent=2) + "\n")
+                      json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history,
+                                  **({"stopped_early": stopped_early} if stopped_early else {})}, indent=2) + "\n")
 
 
 def _tensorboard(out: Path):
