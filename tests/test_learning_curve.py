@@ -1,0 +1,58 @@
+"""tools/learning_curve.py and the anchors' rows of tools/reproduce_table.py on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avf.data.feature_store import convert
+from avf.data.synthetic import synthesize
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def test_learning_curve_trains_each_size_plots_and_reuses_runs(tmp_path):
+    pytest.importorskip("torch")
+    small, large = tmp_path / "small", tmp_path / "large"
+    synthesize(small, videos=150, classes=10, seed=4)
+    synthesize(large, videos=400, classes=10, seed=4)
+    convert(str(small / "train*.tfrecord"), tmp_path / "train_s")
+    convert(str(large / "train*.tfrecord"), tmp_path / "train_l")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = [sys.executable, str(TOOLS / "learning_curve.py"), "--sizes", f"{tmp_path / 'train_s'},{tmp_path / 'train_l'}",
+            "--val", str(large / "validate*.tfrecord"), "--models", "fc_early_fusion,moe", "--epochs", "1",
+            "--width", "16", "--batch-size", "64", "--lr", "3e-3", "--threads", "1", "--runs", str(runs), "--out", str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "curve.csv")))
+    assert [(r["model"], r["size"]) for r in rows] == [("fc_early_fusion", "train_s"), ("fc_early_fusion", "train_l"),
+                                                       ("moe", "train_s"), ("moe", "train_l")]
+    assert int(rows[0]["videos"]) < int(rows[1]["videos"])
+    text = (out / "curve.md").read_text()
+    assert "per doubling" in text and "| moe |" in text
+    if (out / "learning_curve.png").exists():
+        assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and ": training" not in again.stdout
+    other = subprocess.run([*args[:-4], "--batch-norm", *args[-4:]], capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "another recipe (batch_norm)" in other.stderr
+
+
+def test_reproduce_table_lists_the_anchors_and_the_recipe(tmp_path):
+    pytest.importorskip("torch")
+    data = tmp_path / "data"
+    synthesize(data, videos=200, classes=10, seed=5)
+    out = tmp_path / "out"
+    args = [sys.executable, str(TOOLS / "reproduce_table.py"), "--train", str(data / "train*.tfrecord"),
+            "--val", str(data / "validate*.tfrecord"), "--models", "fc_early_fusion,moe,context_gating_moe",
+            "--epochs", "1", "--width", "16", "--batch-size", "64", "--batch-norm", "--ema", "0.9", "--threads", "1",
+            "--note", "shared machine", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (out / "table.md").read_text()
+    assert "YouTube-8M challenge anchors" in table and "| MoE (starter code, 2 experts) |" in table
+    assert "`--batch-norm`" in table and "weight EMA 0.9" in table and "shared machine" in table
