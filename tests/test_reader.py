@@ -17,10 +17,10 @@ from avf.data import (
     iter_records,
     quantize,
 )
-from avf.data.example_proto import Record
 from avf.data.tfrecord import iter_payloads, masked_crc32c
 from avf.errors import InputError, RecordError, SchemaError
 from conftest import random_videos, tf_video_example
+from test_reader_encoder import bytes_feature, example, float_feature, int64_feature
 
 def _tf_video_parse(tf, serialized):
     spec = {
@@ -207,16 +207,12 @@ def test_truncated_and_foreign_files(shard, tmp_path):
         list(iter_records(junk))
 
 
-def _raw_video(video_id="abcd", labels=(1,), rgb=None, audio=None, drop=()):
-    record = Record()
-    features = record.features.feature
-    if "id" not in drop:
-        features["id"].bytes_list.value.append(video_id.encode())
-    features["labels"].int64_list.value.extend(labels)
-    if "mean_rgb" not in drop:
-        features["mean_rgb"].float_list.value.extend(np.zeros(1024) if rgb is None else rgb)
-    features["mean_audio"].float_list.value.extend(np.zeros(128) if audio is None else audio)
-    return record.SerializeToString()
+def _raw_video(video_id="abcd", labels=(1,), rgb=None, audio=None, drop=(), extra=()):
+    """A video-level Example from the tests' own encoder (not the code under test)."""
+    entries = [("id", bytes_feature([video_id.encode()])), ("labels", int64_feature(labels)),
+               ("mean_rgb", float_feature(np.zeros(1024) if rgb is None else rgb)),
+               ("mean_audio", float_feature(np.zeros(128) if audio is None else audio))]
+    return example([entry for entry in entries if entry[0] not in drop] + list(extra))
 
 
 @pytest.mark.parametrize(
@@ -263,10 +259,7 @@ def test_unpacked_float_encoding_is_still_read(tmp_path):
     # Hand-encode mean_rgb as 1024 unpacked fixed32 fields (tag 0x0D) inside the FloatList.
     float_list = b"".join(b"\x0d" + struct.pack("<f", v) for v in rgb)
     feature = b"\x12" + _varint(len(float_list)) + float_list
-    entry = b"\x0a\x08mean_rgb" + b"\x12" + _varint(len(feature)) + feature
-    base = Record.FromString(_raw_video(drop=("mean_rgb",)))
-    features = base.features.SerializeToString() + b"\x0a" + _varint(len(entry)) + entry
-    payload = b"\x0a" + _varint(len(features)) + features
+    payload = _raw_video(drop=("mean_rgb",), extra=[("mean_rgb", feature)])
     path = _write(tmp_path / "unpacked.tfrecord", [payload])
     (record,) = iter_records(path)
     assert np.array_equal(record.rgb, rgb)
