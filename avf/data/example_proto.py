@@ -86,12 +86,9 @@ def _build_file(package: str, float_as_bytes: bool) -> descriptor_pb2.FileDescri
 
 _POOL = descriptor_pool.DescriptorPool()
 _POOL.Add(_build_file("avf_tfexample_raw", float_as_bytes=True))
-_POOL.Add(_build_file("avf_tfexample", float_as_bytes=False))
 
-#: Fast view: float lists arrive as raw float32 bytes.
+#: For writing: a float32 block goes in as one packed FloatList value (raw bytes).
 RawRecord = _message_class(_POOL.FindMessageTypeByName("avf_tfexample_raw.Record"))
-#: Standard view (floats as floats), used to re-read unusual encodings.
-Record = _message_class(_POOL.FindMessageTypeByName("avf_tfexample.Record"))
 
 
 # ----------------------------------------------------------------------------- strict decoder
