@@ -114,3 +114,20 @@ def test_inspect_fifo_exits_at_once_in_a_real_process(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {fifo}")
         assert "FIFO" in lines[0]
+
+
+def test_decompression_bomb_of_valid_records(tmp_path, capsys):
+    """A small .gz of valid (all-zero) records that would inflate to ~100 MiB: refused at the
+    cap, with the offset reached in the inflated stream; no store left behind."""
+    import zlib
+
+    record = tfrecord_bytes([video_example("z", [1], np.zeros(1024, np.float32), np.zeros(128, np.float32))])
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = record * 256
+    path = tmp_path / "bomb.tfrecord.gz"
+    path.write_bytes(b"".join([deflate.compress(block) for _ in range(100 * (1 << 20) // len(block))] + [deflate.flush()]))
+    assert path.stat().st_size < 1 << 20
+    for command in (["data", "inspect", path], ["data", "convert", path, tmp_path / "store"]):
+        code, err = _run(capsys, *command)
+        assert code == 2 and err.startswith(f"error: {path} (record at byte ") and "decompressed size exceeds" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.tfrecord.gz"]
