@@ -20,7 +20,7 @@ NONE_MEETS = 3
 
 def tune_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train`."),
-    profile: str = typer.Option(..., "--profile", help="Device profile: a shipped name (avf profiles) or a YAML file."),
+    profile: str = typer.Option(..., "--profile", "-p", help="Device profile: a shipped name (avf profiles) or a YAML file."),
     out: Path = typer.Option(..., "--out", "-o", help="Working folder; rerun the same command to resume a search."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT of ours (another search's folder)."),
     min_retention: float = typer.Option(0.99, "--min-retention", help="Keep at least this fraction of the FP32 GAP."),
