@@ -201,6 +201,13 @@ BAD = [
     ("convert-vocab-duplicate", ["data", "convert", "data/train*.tfrecord", "s", "--vocabulary", "vocab_dup.csv"],
      "twice"),
     ("inspect-missing", ["data", "inspect", "nothere*.tfrecord"], "nothere"),
+    # tune
+    ("tune-out-foreign", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "foreign", "--force"], "not a tune folder"),
+    ("tune-out-holds-checkpoint", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "run", "--force"], "input"),
+    ("tune-retention-above-1", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--min-retention", "2"],
+     "--min-retention"),
+    ("tune-profile-unknown", ["tune", "run/best.pt", "-p", "nope", "-o", "t"], "no such profile"),
+    ("tune-batch-0", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--batch", "0"], "--batch"),
 ]
 
 
