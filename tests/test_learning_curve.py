@@ -40,6 +40,16 @@ def test_learning_curve_trains_each_size_plots_and_reuses_runs(tmp_path):
     assert again.returncode == 0 and ": training" not in again.stdout
     other = subprocess.run([*args[:-4], "--batch-norm", *args[-4:]], capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "another recipe (batch_norm)" in other.stderr
+    # tools/ensemble_eval.py: each member and the mean of their probabilities
+    members = [str(runs / m / "train_l" / "best.pt") for m in ("fc_early_fusion", "moe")]
+    scored = subprocess.run([sys.executable, str(TOOLS / "ensemble_eval.py"), *members, "--data",
+                             str(large / "validate*.tfrecord"), "--json"], capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    import json
+
+    results = json.loads(scored.stdout)
+    assert set(results) == {*members, "mean of probabilities"}
+    assert all(0 < r["gap"] <= 1 for r in results.values())
 
 
 def test_reproduce_table_lists_the_anchors_and_the_recipe(tmp_path):
