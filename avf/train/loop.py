@@ -63,7 +63,7 @@ class TrainSettings(BaseModel):
     identity_attention: bool = False
     # CPU threads (default: the cores this process may use); not part of what defines the run.
     threads: int | None = Field(None, ge=1)
-    # Recipe options (issue 13), all off by default; see docs/results/split45k/recipe.md for what each is worth.
+    # Recipe options (issue 13), all off by default; see docs/results/split45k/README.md for what each is worth.
     # BatchNorm1d after every Linear of the model's FC stacks (a model setting).
     batch_norm: bool = False
     # Exponential moving average of the weights (decay per step, 0: off); scored and saved in best.pt.
