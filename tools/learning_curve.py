@@ -154,7 +154,9 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.plot([r["videos"] for r in points], [r["gap"] for r in points], marker="o",
                 label=f"{model} ({points[0]['params_m']:.1f}M)")
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+    sizes = sorted({r["videos"] for r in rows})
+    ax.set_xticks(sizes, [f"{n / 1000:.1f}k" for n in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("training videos (log scale)")
     ax.set_ylabel("validation GAP@20 (%)")
     ax.set_title("Validation GAP against training-set size (same recipe, same validation set)")
