@@ -128,12 +128,6 @@ def _article(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
 
-def check_can_create(final: Path, force: bool) -> None:
-    """The existence rule alone (for callers whose output kind is checked elsewhere)."""
-    if Path(final).exists() and not force:
-        raise InputError(final, "already exists (pass --force to replace it)")
-
-
 @contextmanager
 def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path beside ``final``; it replaces ``final`` only if the block succeeds.

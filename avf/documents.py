@@ -50,14 +50,19 @@ def parse_mapping(path: Path, what: str, text: str, language: str = "json") -> d
     return data
 
 
+def first_problem(exc: ValidationError) -> str:
+    """The first validation problem as ``field 'a.b': message``."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "document"
+    return f"field '{where}': {error['msg']}"
+
+
 def validate(path: Path, what: str, data: dict, model: type[Model]) -> Model:
     """``data`` checked against ``model``; the first problem names its field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "document"
-        raise InputError(path, f"invalid {what}: field '{where}': {error['msg']}") from None
+        raise InputError(path, f"invalid {what}: {first_problem(exc)}") from None
 
 
 def read_document(path: str | Path, what: str, model: type[Model], language: str = "json") -> tuple[dict, Model]:

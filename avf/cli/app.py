@@ -92,12 +92,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def _validation_message(exc) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{exc.title}: {where + ': ' if where else ''}{error['msg']}"
-
-
 def run(args: list[str] | None = None) -> None:
     """Run the app; bad input becomes one ``error:`` line and exit code 2, never a traceback.
 
@@ -126,7 +120,9 @@ def run(args: list[str] | None = None) -> None:
     except typer.Abort:
         fail("aborted", 1)
     except ValidationError as exc:
-        fail(_validation_message(exc))
+        from avf.documents import first_problem
+
+        fail(f"{exc.title}: {first_problem(exc)}")
     except Interrupted as exc:
         import signal
 

@@ -83,10 +83,9 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
         from avf.compress.export import read_metadata
 
         metadata = read_metadata(target / "model.onnx")
-    from avf.data.vocabulary import file_sha256
-
-    # The manifest checks a bench against its artifact by this hash (paths differ across machines).
-    facts = {"kind": "artifact", "onnx_sha256": file_sha256(target / "model.onnx"), "backend": backend, **runtime, "precision": metadata.get("precision", "unknown"),
+    # The manifest checks a bench against its artifact by this hash (paths differ across machines);
+    # open_artifact has just verified the file against it.
+    facts = {"kind": "artifact", "onnx_sha256": report["files"]["model.onnx"]["sha256"], "backend": backend, **runtime, "precision": metadata.get("precision", "unknown"),
              "model": metadata.get("model"), "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim,
              "num_classes": model.num_classes, "accepted": report.get("accepted"), "device": device}
     return model, facts
