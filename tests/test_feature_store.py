@@ -152,3 +152,31 @@ def test_all_real_shards_convert(real_data, tmp_path):
     assert len(manifest["sources"]) == len(shards) >= 100 and len(store) == manifest["videos"] > 28_000
     rgb, _, labels = store.batch(np.arange(0, len(store), 97))
     assert np.isfinite(rgb).all() and labels.sum(1).min() >= 1
+
+
+def test_subset_of_a_store_equals_converting_its_shards(video_dir, tmp_path, frame_dir):
+    from avf.data.feature_store import subset
+
+    convert(video_dir, tmp_path / "parent", num_classes=50)
+    shards = sorted(video_dir.glob("*.tfrecord"))
+    convert([shards[0], shards[2]], tmp_path / "direct", num_classes=50)
+    manifest = subset(tmp_path / "parent", tmp_path / "cut", [shards[0].name, shards[2].name])
+    cut, direct = FeatureStore(tmp_path / "cut"), FeatureStore(tmp_path / "direct")
+    assert len(cut) == len(direct) == manifest["videos"] == 80
+    for name in ("rgb", "audio", "label_indptr", "label_indices", "ids"):
+        a, b = np.asarray(cut._arrays[name]), np.asarray(direct._arrays[name])
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert [s["sha256"] for s in manifest["sources"]] == [file_sha256(shards[0]), file_sha256(shards[2])]
+
+    with pytest.raises(InputError, match="holds no rows from other0000.tfrecord"):
+        subset(tmp_path / "parent", tmp_path / "bad", ["other0000.tfrecord"])
+    with pytest.raises(InputError, match="exists"):
+        subset(tmp_path / "parent", tmp_path / "cut", [shards[1].name])
+    subset(tmp_path / "parent", tmp_path / "cut", [shards[1].name], force=True)
+    assert len(FeatureStore(tmp_path / "cut")) == 40
+    with pytest.raises(InputError, match="is an input|inside"):
+        subset(tmp_path / "parent", tmp_path / "parent", [shards[1].name], force=True)
+    convert(frame_dir, tmp_path / "frames", num_classes=50)
+    with pytest.raises(InputError, match="video-level"):
+        subset(tmp_path / "frames", tmp_path / "f", ["train0000.tfrecord"])
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "f").exists()

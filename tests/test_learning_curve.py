@@ -66,3 +66,38 @@ def test_reproduce_table_lists_the_anchors_and_the_recipe(tmp_path):
     table = (out / "table.md").read_text()
     assert "YouTube-8M challenge anchors" in table and "| MoE (starter code, 2 experts) |" in table
     assert "`--batch-norm`" in table and "weight EMA 0.9" in table and "shared machine" in table
+
+
+def test_make_split_builds_the_recipe_and_cuts_nested_subsets_from_a_store(tmp_path):
+    import json
+
+    import numpy as np
+
+    from avf.data.feature_store import FeatureStore
+
+    data = tmp_path / "shards"
+    for seed in range(3):  # three shards named as the recipe's pattern says
+        synthesize(tmp_path / f"s{seed}", videos=60, classes=10, seed=seed)
+        data.mkdir(exist_ok=True)
+        (data / f"part{seed:04d}.tfrecord").write_bytes((tmp_path / f"s{seed}" / "train0000.tfrecord").read_bytes())
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"name": "t", "pattern": "part{:04d}.tfrecord", "standard": ["train"],
+                                  "stores": {"train": {"shards": [[0, 2]]}, "first": {"shards": [[0, 0]]},
+                                             "last": {"shards": [[2, 2]]}}}))
+    tool = [sys.executable, str(TOOLS / "make_split.py"), str(recipe)]
+    built = subprocess.run([*tool, "--data", str(data), "--out", str(tmp_path / "a"), "--all"],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "train").symlink_to(tmp_path / "a" / "train")  # a machine with the store but no shards
+    cut = subprocess.run([*tool, "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"),
+                          "--only", "first,last", "--from-store", "train"], capture_output=True, text=True, timeout=300)
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    for name in ("first", "last"):
+        a, b = FeatureStore(tmp_path / "a" / name), FeatureStore(tmp_path / "b" / name)
+        assert len(a) == len(b) > 0
+        for column in ("rgb", "audio", "label_indptr", "label_indices", "ids"):
+            assert np.array_equal(np.asarray(a._arrays[column]), np.asarray(b._arrays[column])), (name, column)
+    again = subprocess.run([*tool, "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"),
+                            "--only", "first", "--from-store", "train"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "up to date" in again.stdout

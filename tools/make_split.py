@@ -8,6 +8,9 @@ training subsets the learning curve uses (train_23k = the old issue-3 split, tra
 train_6k). Each store is made by the function behind ``avf data convert`` from the recipe's
 explicit shard list (one glob cannot name two shard ranges), and its video count is checked
 against the recipe. Existing stores made from the same shards are kept; ``--force`` rebuilds.
+``--from-store train`` cuts the other stores from that store's rows instead (row for row what
+converting their shards gives): the nested subsets on a machine that has the store but not the
+TFRecords, e.g. a GPU machine the 45k store was copied to.
 Then train with ``avf train --train OUT/train --val OUT/val ...``.
 """
 
@@ -40,9 +43,12 @@ def main(argv=None) -> int:
     parser.add_argument("--all", action="store_true", help="also the nested training subsets (learning curve)")
     parser.add_argument("--only", default=None, help="comma-separated store names to build")
     parser.add_argument("--force", action="store_true", help="rebuild stores that already exist")
+    parser.add_argument("--from-store", default=None, metavar="NAME",
+                        help="cut the other stores from this already built store's rows instead of reading the "
+                             "shards again (nested subsets on a machine that has the store but not the TFRecords)")
     args = parser.parse_args(argv)
 
-    from avf.data.feature_store import convert
+    from avf.data.feature_store import convert, subset
     from avf.errors import InputError
 
     recipe = json.loads(args.recipe.read_text())
@@ -53,6 +59,18 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         shards = shard_list(recipe, name, args.data)
+        if args.from_store and name != args.from_store:
+            store = args.out / name
+            if _up_to_date(store, shards) and not args.force:
+                print(f"{store}: up to date ({len(shards)} shards)")
+                continue
+            try:
+                manifest = subset(args.out / args.from_store, store, [s.name for s in shards],
+                                  force=args.force or store.exists())
+            except InputError as exc:
+                raise SystemExit(f"error: {exc}") from None
+            print(f"{store}: {manifest['videos']:,} videos cut from {args.out / args.from_store} ({len(shards)} shards)")
+            continue
         missing = [s for s in shards if not s.is_file()]
         if missing:
             raise SystemExit(f"error: {missing[0]}: file not found ({len(missing)} shards of {name} missing)")

@@ -207,6 +207,60 @@ def _append_frame_shard(cols: _Columns, shard: Path, num_classes: int) -> None:
     cols.label_counts.append(np.array(counts, np.int64))
 
 
+def subset(parent: str | Path, store: str | Path, shard_names: Iterable[str], force: bool = False) -> dict:
+    """Build a store from the rows a video-level store took from some of its shards; returns its manifest.
+
+    Nested training subsets (a learning curve's 6k/12k/23k) then need only the parent store, not the
+    TFRecords again: each source's rows are contiguous and in source order, and the sources keep
+    their sha256, so the subset is row for row what converting those shards would give.
+    """
+    source = FeatureStore(parent)
+    if source.level != "video":
+        raise InputError(source.path, "subsets are cut from video-level stores only")
+    wanted = list(shard_names)
+    by_name = {}
+    start = 0
+    for entry in source.manifest["sources"]:
+        by_name[Path(entry["path"]).name] = (start, start + int(entry["records"]), entry)
+        start += int(entry["records"])
+    if start != len(source):
+        raise InputError(source.path / MANIFEST, f"sources hold {start} records but the store has {len(source)}")
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise InputError(source.path, f"holds no rows from {missing[0]} ({len(missing)} of {len(wanted)} shards missing)")
+    if not wanted:
+        raise InputError(source.path, "no shards asked for")
+    store = Path(store)
+    is_store = json_file_says(MANIFEST, "format", STORE_FORMAT)
+    check_output(store, force=force, directory=True, ours=is_store, inputs=[source.path], what="feature store")
+    rows = np.concatenate([np.arange(by_name[n][0], by_name[n][1]) for n in wanted])
+    started = time.perf_counter()
+    with atomic_directory(store, force, ours=is_store, inputs=[source.path], what="feature store") as tmp:
+        dtype = source.rgb.dtype
+        for name, column, dim in (("rgb.npy", source.rgb, RGB_DIM), ("audio.npy", source.audio, AUDIO_DIM)):
+            writer = _NpyStreamWriter(tmp / name, dtype, (dim,))
+            try:
+                for first in range(0, len(rows), 8192):
+                    writer.write(column[rows[first : first + 8192]])
+            finally:
+                writer.close()
+        counts = np.diff(np.asarray(source.label_indptr, np.int64))[rows]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        spans = [by_name[n][:2] for n in wanted]
+        labels = np.concatenate([np.asarray(source.label_indices[source.label_indptr[a] : source.label_indptr[b]])
+                                 for a, b in spans]).astype(np.int32)
+        np.save(tmp / "label_indices.npy", labels)
+        np.save(tmp / "label_indptr.npy", indptr)
+        np.save(tmp / "ids.npy", np.asarray(source._arrays["ids"])[rows])
+        manifest = _finish(tmp, "video", source.num_classes, str(dtype), [by_name[n][2] for n in wanted], None)
+        manifest["vocabulary"] = source.manifest.get("vocabulary")
+        manifest["subset_of"] = {"path": str(source.path), "videos": len(source)}
+        manifest["conversion_seconds"] = round(time.perf_counter() - started, 3)
+        _write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
 def _finish(tmp, level, num_classes, feature_dtype, sources, vocab) -> dict:
     arrays = {}
     for path in sorted(tmp.glob("*.npy")):
