@@ -44,6 +44,9 @@ def train_models(args) -> list[dict]:
         settings = _settings(args, name, run)
         _check_same_recipe(run, settings)
         if not _finished(run, args.epochs):
+            if args.no_train:
+                print(f"== {name}: not finished (--no-train), left out of the table", flush=True)
+                continue
             started = time.perf_counter()
             resume = (run / "last.pt").is_file()
             print(f"== {name}: training ({'resuming' if resume else 'new run'})", flush=True)
@@ -219,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--early-stop", type=int, default=0, help="avf train --early-stop")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="avf train --label-smoothing")
     parser.add_argument("--mixup", type=float, default=0.0, help="avf train --mixup")
+    parser.add_argument("--no-train", action="store_true",
+                        help="only tabulate runs that already finished (e.g. trained on another machine)")
     parser.add_argument("--note", default="", help="a sentence added to the conditions (e.g. a shared machine)")
     parser.add_argument("--runs", type=Path, default=Path("runs/table"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/table1"))
@@ -245,11 +250,17 @@ def main(argv=None) -> int:
                    f"seed {args.seed}; train {args.train}, validate {args.val}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    args.conditions = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
-                       f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}, "
-                       f"torch {torch.__version__}, python {platform.python_version()}, avf commit {commit or 'unknown'}"
-                       + (f", {args.threads} training thread(s)" if args.threads else "") + (f". {args.note}" if args.note else ""))
+    if args.no_train:
+        machine = "runs trained elsewhere, tabulated here with --no-train (each run's device is in its metrics.json)"
+    else:
+        machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
+                   f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}, "
+                   f"torch {torch.__version__}, python {platform.python_version()}, avf commit {commit or 'unknown'}"
+                   + (f", {args.threads} training thread(s)" if args.threads else ""))
+    args.conditions = machine + (f". {args.note}" if args.note else "")
     rows = train_models(args)
+    if not rows:
+        raise SystemExit("no finished run to tabulate")
     write_tables(rows, args)
     print((args.out / "table.md").read_text())
     return 0
