@@ -332,6 +332,28 @@ def test_training_stops_at_the_first_non_finite_loss(tmp_path):
     assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_training_that_diverges_to_a_finite_but_useless_loss_is_stopped(tmp_path):
+    """Residual Attention Early Fusion at lr 1e-3 on real data reached a loss of 2.6e7 and still 'finished'."""
+    from avf.data.tfrecord import TFRecordWriter
+    from avf.data.youtube8m import encode_video_example
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    with TFRecordWriter(data / "train0000.tfrecord") as writer:
+        for i in range(256):
+            writer.write(encode_video_example(f"v{i}", [i % 4], (100 * rng.normal(size=1024)).astype(np.float32),
+                                              rng.normal(size=128).astype(np.float32)))
+    code, out, err = cli("train", "-m", "fc_early_fusion", "--train", data, "-o", tmp_path / "run", "--classes", 4,
+                         "--width", 16, "--epochs", 2, "--lr", 1, "--batch-size", 32)
+    assert code == 2 and "diverged" in err and "mean training loss of epoch 1" in err and "lower --lr" in err, err
+    assert "checkpoints in" not in out
+    assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "last.pt").exists()
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_float16_store_refuses_values_it_cannot_hold(tmp_path):
     import numpy as np
 

@@ -84,8 +84,14 @@ class TrainSettings(BaseModel):
 RESUMABLE_CHANGES = {"out", "epochs", "device", "threads", "eval_batch_size"}
 
 
-class NonFiniteLoss(InputError):
-    """Training diverged (NaN/inf loss): stopped before a checkpoint of it was written."""
+class TrainingDiverged(InputError):
+    """The loss became NaN/inf, or an epoch's mean loss exceeded DIVERGED_LOSS: stopped before a checkpoint of it."""
+
+
+#: Mean per-class BCE above which an epoch counts as diverged: predicting 0.5 for every class, whatever the
+#: (soft) targets, scores ln 2 = 0.693, so a finite loss above 1 is a model worse than knowing nothing. A run
+#: like that (Residual Attention Early Fusion at lr 1e-3 reached 2.6e7) would otherwise finish "successfully".
+DIVERGED_LOSS = 1.0
 
 
 @dataclass
@@ -295,7 +301,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
                     ema.update(model)
                 batch = len(labels)
                 if not math.isfinite(loss.item()):
-                    raise NonFiniteLoss(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
+                    raise TrainingDiverged(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
                                         f"{epoch}, step {first // settings.batch_size + 1} (no checkpoint of it was "
                                         "written; try a lower --lr, or check the data for extreme values)")
                 loss_sum += loss.item() * batch
@@ -315,6 +321,12 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
             "step_ms_per_batch": round(1000 * step_seconds / max(1, steps_per_epoch), 3),
             "epoch_seconds": round(epoch_seconds, 2),
         }
+        if row["train_loss"] > DIVERGED_LOSS:
+            kept = f"; best.pt still holds epoch {max(history, key=lambda r: r.get('val_gap', -r['train_loss']))['epoch']}" if history else ""
+            raise TrainingDiverged(settings.train, f"training diverged: the mean training loss of epoch {epoch} was "
+                                   f"{row['train_loss']:.3g}, above {DIVERGED_LOSS:g} (predicting 0.5 for every class "
+                                   f"scores ln 2 = 0.693); nothing of this epoch was written{kept}; try a lower --lr "
+                                   f"(this run: {settings.lr:g})")
         if dist.main:
             if val_data is not None:
                 row.update({f"val_{k}": v for k, v in evaluate_model(scored, val_data, settings.eval_batch_size, device).items()})
