@@ -313,19 +313,26 @@ def test_nan_checkpoint_is_refused_by_every_consumer(world, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
 
 
-def test_training_stops_at_the_first_non_finite_loss(tmp_path):
+def _shard_of_four_classes(folder, videos: int, rgb_of):
+    """One training shard whose visual features come from rgb_of(rng): the way to make training diverge."""
     from avf.data.tfrecord import TFRecordWriter
     from avf.data.youtube8m import encode_video_example
 
     import numpy as np
 
-    data = tmp_path / "data"
-    data.mkdir()
+    folder.mkdir()
     rng = np.random.default_rng(0)
-    with TFRecordWriter(data / "train0000.tfrecord") as writer:
-        for i in range(64):
-            rgb = np.full(1024, 3e38, np.float32)  # finite, but the first layer's output overflows
-            writer.write(encode_video_example(f"v{i}", [i % 4], rgb, rng.normal(size=128).astype(np.float32)))
+    with TFRecordWriter(folder / "train0000.tfrecord") as writer:
+        for i in range(videos):
+            writer.write(encode_video_example(f"v{i}", [i % 4], rgb_of(rng), rng.normal(size=128).astype(np.float32)))
+    return folder
+
+
+def test_training_stops_at_the_first_non_finite_loss(tmp_path):
+    import numpy as np
+
+    # finite, but the first layer's output overflows
+    data = _shard_of_four_classes(tmp_path / "data", 64, lambda rng: np.full(1024, 3e38, np.float32))
     code, out, err = cli("train", "-m", "fc_early_fusion", "--train", data, "-o", tmp_path / "run", "--classes", 4,
                          "--width", 16, "--epochs", 1, "--lr", 1e-3)
     assert code == 2 and "diverged" in err and "checkpoints in" not in out
@@ -334,18 +341,9 @@ def test_training_stops_at_the_first_non_finite_loss(tmp_path):
 
 def test_training_that_diverges_to_a_finite_but_useless_loss_is_stopped(tmp_path):
     """Residual Attention Early Fusion at lr 1e-3 on real data reached a loss of 2.6e7 and still 'finished'."""
-    from avf.data.tfrecord import TFRecordWriter
-    from avf.data.youtube8m import encode_video_example
-
     import numpy as np
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    with TFRecordWriter(data / "train0000.tfrecord") as writer:
-        for i in range(256):
-            writer.write(encode_video_example(f"v{i}", [i % 4], (100 * rng.normal(size=1024)).astype(np.float32),
-                                              rng.normal(size=128).astype(np.float32)))
+    data = _shard_of_four_classes(tmp_path / "data", 256, lambda rng: (100 * rng.normal(size=1024)).astype(np.float32))
     code, out, err = cli("train", "-m", "fc_early_fusion", "--train", data, "-o", tmp_path / "run", "--classes", 4,
                          "--width", 16, "--epochs", 2, "--lr", 1, "--batch-size", 32)
     assert code == 2 and "diverged" in err and "mean training loss of epoch 1" in err and "lower --lr" in err, err
