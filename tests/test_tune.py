@@ -69,8 +69,13 @@ def test_small_search_measured_on_this_cpu(trained, tmp_path, capsys):
     assert len((out / "candidates.csv").read_text().strip().splitlines()) == len(records) + 1
     assert {r["precision"] for r in records} == {"fp32", "int8", "int8-dynamic", "int4"}  # x86-cpu: no fp16
     assert "fp16" in state["space"]["not_searched"]
-    # Bisection, not the grid: at most log2 probes per precision plus the edge variants.
+    # Bisection, not the grid: at most log2 probes per precision plus the edge variants and the front's fill.
     assert len(records) < 4 * 3 + 4
+    # The fast end of the front is filled in: INT8 from FP32's first failing ratio (or the grid's end) on.
+    fill = state["strategy"]["front_fill"]
+    by_id = {r["id"]: r for r in records}
+    assert fill and all(i.endswith("-int8-percentile") for i in fill)
+    assert by_id[fill[-1]]["ratio"] == max(r["ratio"] for r in records)  # the grid's last ratio
     # The choice: meets every constraint, best by latency among those that do.
     meeting = [r for r in records if r["meets"]]
     assert state["chosen"]["id"] == min(meeting, key=lambda r: r["cost"]["latency_p50_ms"])["id"]

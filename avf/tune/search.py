@@ -7,7 +7,8 @@ bisection over the ratio grid finds it in log2(grid) builds. FP32 goes first: qu
 only loses accuracy, so FP32's first failing ratio bounds every other precision's search.
 Where INT8 (percentile calibration) fails below that bound, the other calibrations and INT8
 with the k most sensitive layers kept float (sensitivity = GAP lost when only that layer is
-quantized) are tried at the failing ratio, stepping up while one passes. Latency and memory
+quantized) are tried at the failing ratio, stepping up while one passes. Then, with the budget
+left, INT8 beyond the edge (every 0.1 up to 0.9) fills in the fast end of the Pareto front. Latency and memory
 budgets are checked on every candidate; the winner is the best one by ``--objective`` among
 those that meet every constraint.
 
@@ -210,9 +211,25 @@ def search(ctx: Context, grid: list[float], precisions: list[str]) -> dict:
                     break
                 summary["boundaries"][f"int8 ({variant.id.split('-', 2)[2]})"] = {"largest_passing_ratio": grid[high]}
                 low, high = high, high + 1
+        summary["front_fill"] = _fill_front(ctx, grid, upper, precisions)
     except BudgetSpent:
         summary["budget_spent"] = True
     return summary
+
+
+def _fill_front(ctx: Context, grid: list[float], upper: int, precisions: list[str]) -> list[str]:
+    """With the budget left: INT8 at every other grid ratio from FP32's first failing one up to 0.9.
+
+    The bisections stop at the retention edge, so without these the Pareto front would hold only
+    the candidates near --min-retention and say nothing of what each further pruning step buys in
+    speed and costs in GAP: what a user with a looser accuracy budget, or a slower device, needs.
+    """
+    precision = "int8" if "int8" in precisions else precisions[-1]
+    calib = "percentile" if precision == "int8" else None
+    ids = []
+    for index in sorted({*range(upper, len(grid), 2), len(grid) - 1}):
+        ids.append(evaluate(ctx, Setting(grid[index], precision, calib))["id"])
+    return ids
 
 
 def _boundary(grid, low, high) -> dict:
