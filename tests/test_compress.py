@@ -75,6 +75,28 @@ def test_pruning_keeps_inputs_classes_and_multiples_of_eight():
         prune_channels(model, 1.5, 1024, 128)
 
 
+def test_distilling_from_precomputed_teacher_probabilities_equals_running_the_teacher(trained):
+    """avf tune computes the teacher's probabilities once and reuses them for every prune ratio."""
+    from avf.compress.prune import distill, teacher_probabilities
+    from avf.train.data import load_training_data
+
+    root, checkpoint = trained
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    teacher = build_model("attend_fusion", payload["num_classes"], width=64, attention_width=64, heads=4)
+    teacher.load_state_dict(payload["state_dict"])
+    teacher = fold_model(teacher.eval()).model
+    data = load_training_data(str(root / "data" / "train*.tfrecord"), payload["num_classes"])
+    table = teacher_probabilities(teacher, data, batch_size=100)
+    assert table.shape == (len(data), payload["num_classes"]) and 0 <= table.min() and table.max() <= 1
+    students = [prune_channels(teacher, 0.5, 1024, 128) for _ in range(2)]
+    by_teacher = distill(students[0], teacher, data, 2, batch_size=64, lr=1e-3)
+    by_table = distill(students[1], teacher, data, 2, batch_size=64, lr=1e-3,
+                       soft_targets=lambda indices: torch.from_numpy(table[indices]))
+    assert np.allclose(by_teacher, by_table, rtol=1e-4)
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_int8_artifact_passes_the_gate_and_keeps_the_contract(trained):
     root, checkpoint = trained
     result = avf_compress(checkpoint, "--int8", "--calib-size", 200)

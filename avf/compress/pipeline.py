@@ -157,8 +157,9 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
             else:
                 say(f"  distilling from the unpruned model: {options.finetune_epochs} epochs on {len(train_data):,} videos")
                 with _bar(progress, "distill", options.finetune_epochs * len(train_data)) as advance:
+                    soft = distill_cache.soft_targets(options, teacher, train_data) if distill_cache is not None else None
                     losses = distill(model, teacher, train_data, options.finetune_epochs, lr=options.finetune_lr,
-                                     seed=options.seed, on_batch=advance,
+                                     seed=options.seed, on_batch=advance, soft_targets=soft,
                                      on_epoch=lambda e, loss: say(f"  epoch {e}: distillation loss {loss:.5f}"))
                 if distill_cache is not None:
                     distill_cache.save(options, model, losses)

@@ -74,13 +74,28 @@ def hidden_widths(model: nn.Module) -> list[int]:
     return [m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m not in head]
 
 
+def teacher_probabilities(teacher: nn.Module, data: TrainingData, batch_size: int = 1024) -> np.ndarray:
+    """The teacher's probabilities for every video of ``data`` (float32, eval mode): distill's soft targets."""
+    teacher.eval()
+    out = np.empty((len(data), data.num_classes), np.float32)
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(data)))
+            rgb, audio, _ = (torch.from_numpy(a) for a in data.batch(indices))
+            out[start:start + len(indices)] = torch.sigmoid(teacher(rgb, audio)).numpy()
+    return out
+
+
 def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: int, batch_size: int = 256,
             lr: float = 1e-4, seed: int = 0, hard_weight: float = 0.5,
-            on_epoch: Callable[[int, float], None] | None = None, on_batch: Callable[[int], None] | None = None) -> list[float]:
+            on_epoch: Callable[[int, float], None] | None = None, on_batch: Callable[[int], None] | None = None,
+            soft_targets: Callable[[np.ndarray], torch.Tensor] | None = None) -> list[float]:
     """Fine-tune ``student`` towards ``teacher``'s probabilities (and the true labels).
 
     Loss: (1 - hard_weight) * BCE(student, teacher probabilities) + hard_weight * BCE(student,
-    labels). Returns the mean loss per epoch. The teacher is left untouched.
+    labels). Returns the mean loss per epoch. The teacher is left untouched. ``soft_targets``
+    (video indices -> the teacher's probabilities, computed once) replaces the teacher's forward
+    pass: a search that distils several pruned students from one teacher pays for it once.
     """
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -94,8 +109,11 @@ def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: 
         for start in range(0, len(order), batch_size):
             indices = np.sort(order[start:start + batch_size])
             rgb, audio, labels = (torch.from_numpy(a) for a in data.batch(indices))
-            with torch.no_grad():
-                soft = torch.sigmoid(teacher(rgb, audio))
+            if soft_targets is not None:
+                soft = soft_targets(indices)
+            else:
+                with torch.no_grad():
+                    soft = torch.sigmoid(teacher(rgb, audio))
             logits = student(rgb, audio)
             loss = (1 - hard_weight) * nn.functional.binary_cross_entropy_with_logits(logits, soft)
             if hard_weight:

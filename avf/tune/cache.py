@@ -4,6 +4,10 @@ Distillation is the expensive step of a candidate (an epoch over the training da
 and FP32 at the same ratio start from the same weights. The cache stores the distilled
 state_dict (loaded with ``weights_only=True``), keyed by everything that shapes it: the
 checkpoint's sha256, the ratio, the epochs, learning rate, training data and seed.
+
+Every ratio distils from the same (folded) teacher over the same videos, so the teacher's
+probabilities are computed once per process and kept in memory (float32, videos x classes):
+each further ratio pays only for its student, not for the teacher's forward pass again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ class DistillCache:
     def __init__(self, folder: Path, checkpoint_sha256: str):
         self.folder, self.checkpoint_sha256 = Path(folder), checkpoint_sha256
         self.hits = self.misses = 0
+        self._soft: dict = {}
+
+    def soft_targets(self, options, teacher, data):
+        """video indices -> the teacher's probabilities, computed on first use for this teacher and data."""
+        import torch
+
+        from avf.compress.prune import teacher_probabilities
+
+        key = (options.fold, options.train)
+        if key not in self._soft:
+            self._soft[key] = teacher_probabilities(teacher, data)
+        table = self._soft[key]
+        return lambda indices: torch.from_numpy(table[indices])
 
     def path(self, options) -> Path:
         key = {"checkpoint": self.checkpoint_sha256, "fold": options.fold, "prune": options.prune,
