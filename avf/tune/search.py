@@ -211,13 +211,13 @@ def search(ctx: Context, grid: list[float], precisions: list[str]) -> dict:
                     break
                 summary["boundaries"][f"int8 ({variant.id.split('-', 2)[2]})"] = {"largest_passing_ratio": grid[high]}
                 low, high = high, high + 1
-        summary["front_fill"] = _fill_front(ctx, grid, upper, precisions)
+        _fill_front(ctx, grid, upper, precisions, summary.setdefault("front_fill", []))
     except BudgetSpent:
         summary["budget_spent"] = True
     return summary
 
 
-def _fill_front(ctx: Context, grid: list[float], upper: int, precisions: list[str]) -> list[str]:
+def _fill_front(ctx: Context, grid: list[float], upper: int, precisions: list[str], done: list[str]) -> None:
     """With the budget left: INT8 at every other grid ratio from FP32's first failing one up to 0.9.
 
     The bisections stop at the retention edge, so without these the Pareto front would hold only
@@ -226,10 +226,8 @@ def _fill_front(ctx: Context, grid: list[float], upper: int, precisions: list[st
     """
     precision = "int8" if "int8" in precisions else precisions[-1]
     calib = "percentile" if precision == "int8" else None
-    ids = []
     for index in sorted({*range(upper, len(grid), 2), len(grid) - 1}):
-        ids.append(evaluate(ctx, Setting(grid[index], precision, calib))["id"])
-    return ids
+        done.append(evaluate(ctx, Setting(grid[index], precision, calib))["id"])  # kept if the budget runs out
 
 
 def _boundary(grid, low, high) -> dict:
