@@ -78,13 +78,12 @@ def test_pruning_keeps_inputs_classes_and_multiples_of_eight():
 def test_distilling_from_precomputed_teacher_probabilities_equals_running_the_teacher(trained):
     """avf tune computes the teacher's probabilities once and reuses them for every prune ratio."""
     from avf.compress.prune import distill, teacher_probabilities
+    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
     from avf.train.data import load_training_data
 
     root, checkpoint = trained
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    teacher = build_model("attend_fusion", payload["num_classes"], width=64, attention_width=64, heads=4)
-    teacher.load_state_dict(payload["state_dict"])
-    teacher = fold_model(teacher.eval()).model
+    payload = load_checkpoint(checkpoint)
+    teacher = fold_model(model_from_checkpoint(payload, checkpoint).eval()).model
     data = load_training_data(str(root / "data" / "train*.tfrecord"), payload["num_classes"])
     table = teacher_probabilities(teacher, data, batch_size=100)
     assert table.shape == (len(data), payload["num_classes"]) and 0 <= table.min() and table.max() <= 1

@@ -24,8 +24,8 @@ students are trained on its soft targets (`avf train --distill-from` x5) beside 
 ``--plan seeds`` repeats the best student with seeds 1 and 2.
 
 A lane starts no command after --deadline seconds; at --deadline + --grace every command still
-running is stopped (its finished epochs stay in its metrics.json). RUNS/gpu_session.json records
-each command, its exit code, its seconds and the GPU it ran on (RUNS/gpu_session_PLAN.json).
+running is stopped (its finished epochs stay in its metrics.json). RUNS/gpu_session_PLAN.json records
+each command, its exit code, its seconds and the GPU it ran on.
 """
 
 from __future__ import annotations
@@ -51,10 +51,15 @@ TABLE = ("fc_audio,moe,attend_fusion_audio_only,attend_fusion_visual_only,fc_res
          "self_attended_cross_modal_fcrn,fc_residual_gated_late_fusion")
 
 
+def avf_train(stores: Path, threads: int) -> list[str]:
+    """`avf train` on the 45k split with the common recipe's optimiser and batch norm (epochs left to the caller)."""
+    return [sys.executable, "-m", "avf", "train", "--train", str(stores / "train"), "--val", str(stores / "val"),
+            "--schedule", "cosine", "--threads", str(threads), "--lr", "1e-3", "--batch-norm"]
+
+
 def lanes(stores: Path, runs: Path, threads: int) -> dict[str, list[list[str]]]:
     py, train, val = sys.executable, str(stores / "train"), str(stores / "val")
-    avf = [py, "-m", "avf", "train", "--train", train, "--val", val, "--schedule", "cosine", "--threads", str(threads),
-           *RECIPE]
+    avf = [*avf_train(stores, threads), "--epochs", "10"]
     bar = runs / "bar"
     sizes = ",".join(str(stores / s) for s in SIZES)
     curve = [py, str(REPO / "tools" / "learning_curve.py"), "--sizes", sizes, "--val", val, *RECIPE,
@@ -89,9 +94,7 @@ BEST_STUDENT = ["--model", "fc_early_fusion", "--width", "4096", "--dropout", "0
 
 
 def distill_lanes(stores: Path, runs: Path, threads: int, seeds: bool) -> dict[str, list[list[str]]]:
-    py = sys.executable
-    base = [py, "-m", "avf", "train", "--train", str(stores / "train"), "--val", str(stores / "val"), "--schedule",
-            "cosine", "--threads", str(threads), "--lr", "1e-3", "--batch-norm"]
+    py, base = sys.executable, avf_train(stores, threads)
     soft = [arg for t in teachers(runs) for arg in ("--distill-from", str(t))]
     if seeds:
         return {f"seed{s}": [[*base, *BEST_STUDENT, *soft, "--seed", str(s), "--out",

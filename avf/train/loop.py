@@ -94,6 +94,11 @@ class TrainingDiverged(InputError):
 DIVERGED_LOSS = 1.0
 
 
+def _score(row: dict) -> float:
+    """What best.pt is chosen by: validation GAP, or minus the training loss without validation data."""
+    return row.get("val_gap", -row["train_loss"])
+
+
 @dataclass
 class _Distributed:
     rank: int = 0
@@ -322,7 +327,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
             "epoch_seconds": round(epoch_seconds, 2),
         }
         if row["train_loss"] > DIVERGED_LOSS:
-            kept = f"; best.pt still holds epoch {max(history, key=lambda r: r.get('val_gap', -r['train_loss']))['epoch']}" if history else ""
+            kept = f"; best.pt still holds epoch {max(history, key=_score)['epoch']}" if history else ""
             raise TrainingDiverged(settings.train, f"training diverged: the mean training loss of epoch {epoch} was "
                                    f"{row['train_loss']:.3g}, above {DIVERGED_LOSS:g} (predicting 0.5 for every class "
                                    f"scores ln 2 = 0.693); nothing of this epoch was written{kept}; try a lower --lr "
@@ -331,7 +336,7 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
             if val_data is not None:
                 row.update({f"val_{k}": v for k, v in evaluate_model(scored, val_data, settings.eval_batch_size, device).items()})
             history.append(row)
-            gap = row.get("val_gap", -row["train_loss"])
+            gap = _score(row)
             payload = {
                 "model": model_config,
                 "state_dict": {k: v.detach().cpu() for k, v in scored.state_dict().items()},
