@@ -169,8 +169,24 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
 
     On resume the run's saved settings apply; ``resume_epochs`` (when given) changes the total
     number of epochs, to extend or shorten the plan. A setting in ``given`` (what the user typed)
-    that differs from the run's own is refused, not silently ignored.
+    that differs from the run's own is refused, not silently ignored. A run folder this call
+    created is removed again if the run fails (diverges, is interrupted, ...) before its first
+    checkpoint: nothing half-made is left behind.
     """
+    out = Path(settings.out)
+    created = _distributed_from_env().main and not out.exists()
+    try:
+        return _train(settings, resume, force, console, resume_epochs, given)
+    except BaseException:
+        if created and out.is_dir() and not (out / LAST).exists():
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_epochs: int | None,
+           given: set[str] | None) -> dict:
     import torch
 
     from avf.models import build_model, count_parameters, parameter_count
