@@ -124,6 +124,45 @@ def _input_paths(inputs: Iterable[str | Path | None]) -> Iterator[tuple[str, Pat
                 yield match, Path(match).resolve()
 
 
+def temporary_prefix(final: Path, suffix: str) -> str:
+    """``.NAME.`` for a temporary beside ``final``, shortened so prefix + random part + suffix stay
+    within the file-system's name limit (255 bytes) even when NAME itself is near it."""
+    name = final.name
+    limit = _NAME_MAX - 2 - 8 - len(suffix.encode())  # the two dots and tempfile's 8 random characters
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > limit:
+        name = encoded[:limit].decode("utf-8", "ignore")
+    return f".{name}."
+
+
+_NAME_MAX = 255
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
+    """Hold an exclusive lock on an output folder for the whole run, so a second run on it is refused.
+
+    The lock is an ``flock`` on the folder itself: nothing is written for it, and the kernel drops it
+    when the process ends, however it ends (``kill -9`` included), so no stale lock is ever left.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise InputError(folder, f"cannot open the {what} to lock it: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(folder, f"another avf process is using this {what} now; wait for it to finish "
+                                     "(or stop it), or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _article(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
@@ -142,7 +181,7 @@ def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         with _signals_deferred():
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+                fd, name = tempfile.mkstemp(prefix=temporary_prefix(final, suffix), suffix=suffix, dir=final.parent)
             except OSError as exc:
                 raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
             os.close(fd)
@@ -185,14 +224,14 @@ def atomic_directory(final: str | Path, force: bool = False, *, ours: Recognizer
         with _signals_deferred():
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+                tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".tmp"), suffix=".tmp", dir=final.parent))
             except OSError as exc:
                 raise InputError(final, f"cannot create it: {exc.strerror or exc}") from None
             tmp.chmod(_default_mode(directory=True))  # mkdtemp makes it private; the result gets normal permissions
         yield tmp
         with _signals_deferred():  # the swap is never left half done: old folder out, new one not yet in
             if final.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+                trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".old"), suffix=".old", dir=final.parent))
                 os.replace(final, trash / final.name)
                 os.replace(tmp, final)
                 tmp = None
