@@ -147,6 +147,63 @@ def test_one_mb_gzip_inflating_to_a_gib_under_a_memory_limit(tmp_path):
     assert resource  # the limit is set in the child
 
 
+def _frame_bomb(path, frames: int) -> None:
+    """One SequenceExample of ``frames`` all-zero frames in a GZIP member, then a second member of
+    incompressible bytes that lifts the file's 100x inflation cap above the record's size."""
+    rgb, audio = bytes_feature([bytes(1024)]), bytes_feature([bytes(128)])
+    payload = sequence_example([("id", bytes_feature([b"long"])), ("labels", int64_feature([1]))],
+                               [("rgb", [rgb] * frames), ("audio", [audio] * frames)])
+    noise = np.random.default_rng(0).integers(0, 256, len(payload) // 120, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(frame_record(payload), 9) + gzip.compress(noise, 1))
+
+
+def _peak_rss_mib(code: str, *args) -> tuple[int, str, float]:
+    """Run ``code`` in a fresh interpreter; (exit code, output, its peak resident memory in MiB).
+
+    The peak is the process's own high-water mark (VmHWM): getrusage's ru_maxrss would also count
+    the test process it was forked from, which exec does not reset."""
+    import subprocess
+    import sys
+
+    peak = "[int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')][0] / 1024"
+    wrapper = ("import sys\ntry:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+               + f"finally:\n    print('PEAK', {peak}, flush=True)\n")
+    result = subprocess.run([sys.executable, "-c", wrapper, *map(str, args)], capture_output=True, text=True,
+                            timeout=300)
+    output = result.stdout + result.stderr
+    peak = float(output.rsplit("PEAK", 1)[1].split()[0])
+    return result.returncode, output, peak
+
+
+def test_a_video_longer_than_the_frame_cap_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "long.tfrecord.gz"
+    _frame_bomb(path, 200_000)  # 2.7 MB holding a 232 MB record
+    assert path.stat().st_size < 3 << 20
+    baseline = _peak_rss_mib("from avf.data import iter_records\nimport avf.cli.app")[2]
+    for code in ("from avf.data import iter_records\nfrom avf.errors import InputError\ntry:\n"
+                 "    list(iter_records(sys.argv[1]))\nexcept InputError as exc:\n    sys.exit(f'error: {exc}')",
+                 "from avf.cli.app import run\nrun(['data', 'inspect', sys.argv[1]])",
+                 "from avf.cli.app import run\nrun(['data', 'convert', sys.argv[1], sys.argv[2]])"):
+        returncode, output, peak = _peak_rss_mib(code, path, tmp_path / "store")
+        assert returncode != 0 and "more than the 300 frames a video may have" in output, output
+        assert "AVF_MAX_FRAMES" in output and "Traceback" not in output
+        assert peak - baseline < 64, (code, peak, baseline)  # it was 1 to 4.5 GB
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_frame_cap_is_a_setting(tmp_path, monkeypatch):
+    codes = RNG.integers(0, 256, (301, 1024), dtype=np.uint8)
+    path = write(tmp_path, [frame_example("long", [1], codes, codes[:, :128])])
+    cls, problem, offset = refused(path, SchemaError, readers=("records",))
+    assert "301 frames, more than the 300 a video may have" in problem and offset == 0
+    monkeypatch.setenv("AVF_MAX_FRAMES", "400")
+    (record,) = iter_records(path, dequantize_frames=False)
+    assert np.array_equal(record.rgb, codes)
+    monkeypatch.setenv("AVF_MAX_FRAMES", "many")
+    with pytest.raises(InputError, match="AVF_MAX_FRAMES='many'"):
+        list(iter_records(path))
+
+
 # ----------------------------------------------------------------------------- 2. iter_batches misalignment
 
 
@@ -206,6 +263,25 @@ def test_ambiguous_encodings_tensorflow_and_protobuf_disagree_on(tmp_path):
         path = write(tmp_path, [payload], f"amb{i}.tfrecord")
         cls, problem, offset = refused(path)
         assert fragment in problem, problem
+
+
+def test_a_key_repeated_with_the_same_value_is_read_as_tensorflow_reads_it(tmp_path, tf):
+    base = [("id", bytes_feature([b"a"])), ("labels", int64_feature([3, 1])), ("mean_rgb", float_feature(RGB)),
+            ("mean_audio", float_feature(AUDIO))]
+    payload = example(base + [("id", bytes_feature([b"a"])), ("labels", int64_feature([3, 1]))])
+    path = write(tmp_path, [good(), payload])
+    records = list(iter_records(path))
+    (batch,) = iter_batches(path, 8)
+    assert records[1].id == "a" and records[1].labels.tolist() == [3, 1]
+    assert batch.ids[1] == "a" and batch.label_indices[batch.label_indptr[1]:batch.label_indptr[2]].tolist() == [3, 1]
+    spec = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)}
+    parsed = tf.io.parse_single_example(payload, spec)
+    assert parsed["id"].numpy() == b"a" and tf.sparse.to_dense(parsed["labels"]).numpy().tolist() == [3, 1]
+    lists = [(key, [bytes_feature([row.tobytes()]) for row in codes]) for key, codes in
+             (("rgb", CODES), ("audio", CODES[:, :128]))]
+    frames = sequence_example([("id", bytes_feature([b"f"])), ("id", bytes_feature([b"f"]))], lists + lists[:1])
+    (record,) = iter_records(write(tmp_path, [frames], "frames.tfrecord"), dequantize_frames=False)
+    assert record.id == "f" and np.array_equal(record.rgb, CODES)
 
 
 # ----------------------------------------------------------------------------- 4. legal encodings

@@ -251,10 +251,13 @@ class ParsedRecord:
 def parse_record(buf: bytes, pos: int, end: int, context_keys: dict[bytes, str], list_keys: dict[bytes, str]) -> ParsedRecord:
     """Strictly decode an Example or SequenceExample in ``buf[pos:end]``.
 
-    Only features named in ``context_keys``/``list_keys`` are decoded; a wanted key that occurs
-    twice is refused (TensorFlow and protobuf disagree on which one wins).
+    Only features named in ``context_keys``/``list_keys`` are decoded. A wanted key that occurs
+    twice with byte-identical values is read once, as TensorFlow reads it; twice with different
+    values it is refused: protobuf's map semantics keep the last one, but a record carrying two ids
+    or two label lists is a damaged or merged record, and picking one would mislabel a video.
     """
     out = ParsedRecord()
+    seen: dict[str, bytes] = {}
     for number, wire, a, b in _fields(buf, pos, end):
         if wire != 2 or number not in (1, 2):
             continue  # unknown top-level fields are legal and skipped, as TensorFlow does
@@ -264,7 +267,10 @@ def parse_record(buf: bytes, pos: int, end: int, context_keys: dict[bytes, str],
                 if name is None:
                     continue
                 if name in out.context:
-                    raise ShapeError(f"feature {name!r} appears more than once")
+                    if seen[name] == buf[c:d]:
+                        continue
+                    raise ShapeError(f"feature {name!r} appears more than once, with different values")
+                seen[name] = buf[c:d]
                 try:
                     out.context[name] = parse_feature(buf, c, d)
                 except (WireError, ShapeError) as exc:
@@ -276,7 +282,10 @@ def parse_record(buf: bytes, pos: int, end: int, context_keys: dict[bytes, str],
                 if name is None:
                     continue
                 if name in out.lists:
-                    raise ShapeError(f"feature list {name!r} appears more than once")
+                    first = out.lists[name]
+                    if buf[first[0] : first[1]] == buf[c:d]:
+                        continue
+                    raise ShapeError(f"feature list {name!r} appears more than once, with different values")
                 out.lists[name] = (c, d)
     return out
 

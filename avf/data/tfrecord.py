@@ -22,7 +22,6 @@ Byte offsets in errors for GZIP files are offsets in the decompressed stream.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import tempfile
 import zlib
@@ -33,13 +32,14 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
+from avf.documents import open_regular
 from avf.errors import RecordError
 
 _HEADER = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
-#: A YouTube-8M frame-level record is ~350 KB; anything past 256 MiB is a misread length
-#: (and bounds the memory one record can take).
+#: The default cap on one record: a YouTube-8M frame-level record is ~350 KB, so anything past
+#: 256 MiB is a misread length. The YouTube-8M reader sets a far tighter cap from its frame cap.
 MAX_RECORD_BYTES = 1 << 28
 #: Bytes read (or inflated) per step; a chunk always ends on a record boundary.
 CHUNK_BYTES = 1 << 23
@@ -56,45 +56,10 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def check_regular_file(path: Path, error=RecordError) -> os.stat_result:
-    """stat ``path`` and refuse anything that is not a regular file, before opening it."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise error(path, "file not found") from None
-    except PermissionError:
-        raise error(path, "permission denied") from None
-    except OSError as exc:
-        raise error(path, f"cannot stat ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise error(path, "is a directory, expected a TFRecord file")
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device or special file"
-        raise error(path, f"is {kind}, not a regular file (TFRecords are read from regular files only)")
-    return info
-
-
 def _open_regular(path: Path):
-    check_regular_file(path)
-    try:
-        # O_NONBLOCK: should a FIFO be swapped in after the stat, opening it still cannot block.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise RecordError(path, "file not found") from None
-    except PermissionError:
-        raise RecordError(path, "permission denied") from None
-    except OSError as exc:
-        raise RecordError(path, f"cannot open ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise RecordError(path, "is not a regular file (TFRecords are read from regular files only)")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0), info
-    except BaseException:
-        os.close(fd)
-        raise
+    """The shard opened for plain unbuffered reads, and its stat; anything but a regular file is refused."""
+    fh = open_regular(path, "a TFRecord file", RecordError, buffering=0)
+    return fh, os.fstat(fh.fileno())
 
 
 class _PlainSource:
@@ -203,12 +168,15 @@ class RecordChunk:
         return self.buf[start : start + self.lengths[i]]
 
 
-def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes: int | None = None) -> Iterator[RecordChunk]:
+def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes: int | None = None,
+                max_record_bytes: int = MAX_RECORD_BYTES, too_large: str = "a misread length") -> Iterator[RecordChunk]:
     """Yield the file's records in chunks, both CRCs checked.
 
     On bad framing, the records before the bad one are yielded first, then RecordError is
     raised naming the file and the offset of the bad record: a truncated tail, a length CRC
-    mismatch (not a TFRecord, or a corrupt header), a payload CRC mismatch, corrupt GZIP.
+    mismatch (not a TFRecord, or a corrupt header), a payload CRC mismatch, corrupt GZIP, a
+    record longer than ``max_record_bytes`` (refused from its header, before it is read, so one
+    record never costs more memory than that; ``too_large`` says what such a length means).
     """
     path = Path(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
@@ -219,7 +187,7 @@ def iter_chunks(path: str | Path, chunk_bytes: int | None = None, max_gzip_bytes
         if len(head) >= 2 and head[:2] == _GZIP_MAGIC and not _valid_header(head):
             limit = max_gzip_bytes if max_gzip_bytes is not None else GZIP_FLOOR_BYTES + GZIP_MAX_RATIO * info.st_size
             source = _GzipSource(fh, head, limit)
-        yield from _frame(path, source, chunk_bytes)
+        yield from _frame(path, source, chunk_bytes, max_record_bytes, too_large)
 
 
 def _valid_header(head: bytes) -> bool:
@@ -256,7 +224,7 @@ def _le32(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
 
 
-def _frame(path: Path, source, chunk_bytes: int) -> Iterator[RecordChunk]:
+def _frame(path: Path, source, chunk_bytes: int, max_record_bytes: int, too_large: str) -> Iterator[RecordChunk]:
     """Walk the records of each buffer on their lengths alone, then verify what the walk
     trusted: every header CRC at once (numpy), then the payload CRCs of the records before
     the first bad header. An error is reported at the first bad record in file order."""
@@ -271,7 +239,7 @@ def _frame(path: Path, source, chunk_bytes: int) -> Iterator[RecordChunk]:
         while size - pos >= 12:
             length = unpack_length(buf, pos)[0]
             end = pos + 16 + length
-            if end > size:
+            if end > size or length > max_record_bytes:  # the header is checked and the length refused below
                 break
             heads.append(pos)
             lengths.append(length)
@@ -290,8 +258,9 @@ def _frame(path: Path, source, chunk_bytes: int) -> Iterator[RecordChunk]:
                 good = min(good, first)
         if error is None and size - pos >= 12:
             length = unpack_length(buf, pos)[0]
-            if length > MAX_RECORD_BYTES:
-                error = RecordError(path, f"implausible record length {length}", base + pos)
+            if length > max_record_bytes:
+                error = RecordError(path, f"record of {length:,} bytes exceeds the cap of {max_record_bytes:,} bytes "
+                                          f"({too_large})", base + pos)
         starts = [head + 12 for head in heads[:good]]
         lengths = lengths[:good]
         if starts:

@@ -16,6 +16,7 @@ views of those checked batches, so they cannot disagree.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,47 @@ from avf.data.example_proto import (
 )
 from avf.data.sources import expand_sources
 from avf.data.tfrecord import RecordChunk, iter_chunks
-from avf.errors import RecordError, SchemaError
+from avf.errors import InputError, RecordError, SchemaError
 
 RGB_DIM = 1024
 AUDIO_DIM = 128
 #: YouTube-8M 2018 vocabulary; the 2017 release (and the paper) used 4716.
 DEFAULT_NUM_CLASSES = 3862
+#: YouTube-8M's longest videos: 300 one-second frames.
 MAX_FRAMES = 300
+#: The setting that raises the frame cap, for frame-level data of one's own with longer videos.
+FRAME_CAP_VARIABLE = "AVF_MAX_FRAMES"
+#: Bytes one frame takes in a record (1024 + 128 feature bytes and their framing, generously),
+#: and room for everything else in one (id, labels, segment annotations, extra features).
+_FRAME_RECORD_BYTES = RGB_DIM + AUDIO_DIM + 64
+_CONTEXT_RECORD_BYTES = 1 << 20
+
+
+def frame_cap() -> int:
+    """The most frames a video may have: MAX_FRAMES, or AVF_MAX_FRAMES when set.
+
+    It bounds what one record can cost in every command: a record longer than the cap allows is
+    refused from its header, before it is read or inflated (a GZIP member of 2.7 MB can otherwise
+    hold 200,000 frames and take gigabytes to decode).
+    """
+    text = os.environ.get(FRAME_CAP_VARIABLE)
+    if text is None:
+        return MAX_FRAMES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(None, f"{FRAME_CAP_VARIABLE}={text!r}: expected a positive whole number of frames")
+    return value
+
+
+def _record_chunks(path):
+    """The shard's records, each refused from its header when longer than the frame cap allows."""
+    cap = frame_cap()
+    return iter_chunks(path, max_record_bytes=cap * _FRAME_RECORD_BYTES + _CONTEXT_RECORD_BYTES,
+                       too_large=f"more than the {cap} frames a video may have; set {FRAME_CAP_VARIABLE} to read "
+                                 "longer videos")
 
 # Official starter-code dequantization over [-2, 2]: x * 4/255 + (4/512 - 2), in float32.
 _QUANT_MIN, _QUANT_MAX = -2.0, 2.0
@@ -372,6 +407,9 @@ def _frame_features(buf: bytes, parsed, context: dict[str, Feature]) -> _Frame:
         raise ShapeError(f"{rgb.shape[0]} rgb frames but {audio.shape[0]} audio frames")
     if rgb.shape[0] == 0:
         raise ShapeError("frame-level record has no frames")
+    if rgb.shape[0] > frame_cap():
+        raise ShapeError(f"{rgb.shape[0]} frames, more than the {frame_cap()} a video may have (set "
+                         f"{FRAME_CAP_VARIABLE} to read longer videos)")
     frame = _Frame(rgb, audio)
     segment_keys = ("segment_start_times", "segment_labels", "segment_scores")
     if any(key in context for key in segment_keys):
@@ -598,7 +636,7 @@ def _merged_chunks(paths, target: int) -> Iterator[RecordChunk]:
     count = 0
     try:
         for path in paths:
-            for chunk in iter_chunks(path):
+            for chunk in _record_chunks(path):
                 i = 0
                 while i < len(chunk):
                     take = min(len(chunk) - i, target - count)
@@ -735,7 +773,7 @@ def decode_record(
 
 def detect_level(path: str | Path) -> str:
     """'video' or 'frame', from the shard's first record."""
-    for chunk in iter_chunks(path):
+    for chunk in _record_chunks(path):
         return decode_record(chunk.payload(0), str(path), chunk.offsets[0], None, dequantize_frames=False).level
     raise SchemaError(path, "shard holds no records")
 
