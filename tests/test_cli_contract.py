@@ -20,33 +20,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-
-def cli(*args) -> tuple[int, str, str]:
-    """Run ``avf ARGS`` in this process; returns (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from avf.cli.app import run
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            run([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``root`` (hidden ones included) with its size and modification time."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            info = path.lstat()
-            state[str(path.relative_to(root))] = (info.st_size if path.is_file() else -1, info.st_mtime_ns)
-    return state
+from cli_harness import cli, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +33,7 @@ def world(tmp_path_factory):
         assert cli("data", "synth", "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
         assert cli("data", "synth", "frames", "--videos", 20, "--classes", 12, "--level", "frame", "--seed", 3)[0] == 0
         assert cli("data", "convert", "frames/validate*.tfrecord", "frame_store")[0] == 0
+        assert cli("data", "synth", "data7", "--videos", 20, "--classes", 7, "--seed", 3)[0] == 0  # another class count
         code, _, err = cli("train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "--val",
                            "data/validate*.tfrecord", "-o", "run", "--epochs", 1, "--width", 16,
                            "--attention-width", 16, "--heads", 2, "--threads", 1)
@@ -100,6 +75,14 @@ def world(tmp_path_factory):
         Path("vocab_dup.csv").write_text("Index,Name\n0,a\n0,b\n")
         Path("vocab_gap.csv").write_text("Index,Name\n0,a\n2,c\n")
         Path("vocab_noname.csv").write_text("Index,Label\n0,a\n")
+        from hostile_artifacts import with_external_data, with_linked_model, with_model_name
+
+        good = Path("run/best.fp32")
+        with_external_data(good, Path("external_data"), location="weights.bin")
+        with_linked_model(good, Path("linked_onnx"), Path("outside_model.onnx"))
+        with_model_name(good, Path("name_dotdot"), "../../X")  # from deep/repo: would land in this folder
+        with_model_name(good, Path("name_absolute"), str(root / "escaped"))
+        with_model_name(good, Path("name_quote"), 'a"\nplatform: "x')
         yield root
     finally:
         os.chdir(previous)
@@ -132,6 +115,18 @@ BAD = [
                                "--resume", "--lr", "0.5"], "lr"),
     ("train-resume-other-model", ["train", "-m", "fc_audio", "--train", "data/train*.tfrecord", "-o", "run",
                                   "--resume"], "model"),
+    ("train-out-holds-run", T[:-4] + ["-o", "run"], "--resume"),
+    ("train-out-cwd", T[:-4] + ["-o", ".", "--force"], "holds"),
+    ("train-out-parent", T[:-4] + ["-o", "..", "--force"], "holds"),
+    ("train-out-holds-data", T[:-4] + ["-o", "data", "--force"], "input"),
+    ("train-out-foreign", T[:-4] + ["-o", "foreign"], "not a run folder"),
+    ("train-out-foreign-force", T[:-4] + ["-o", "foreign", "--force"], "not a run folder"),
+    ("train-out-artifact-force", T[:-4] + ["-o", "run/best.fp32", "--force"], "not a run folder"),
+    ("train-force-teacher-in-out", T[:-4] + ["-o", "run", "--force", "--distill-from", "run/best.pt"], "input"),
+    ("train-resume-teacher-in-out", ["train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "-o", "run",
+                                     "--resume", "--distill-from", "run/best.pt"], "distill_from"),
+    ("train-distill-from-folder", T + ["--distill-from", "data"], "directory"),
+    ("train-distill-from-missing", T + ["--distill-from", "nothere.pt"], "not found"),
     ("eval-batch-0", ["eval", "run/best.pt", "--data", "data/validate*.tfrecord", "--batch-size", "0"], "--batch-size"),
     ("models-classes-0", ["models", "--classes", "0"], "--classes"),
     # compress: data loss and odd outputs
@@ -192,6 +187,22 @@ BAD = [
     ("triton-no-onnx", ["deploy", "triton", "no_onnx", "-o", "repo"], "model.onnx"),
     ("triton-rejected", ["deploy", "triton", "rejected", "-o", "repo"], "rejected"),
     ("triton-out-file", ["deploy", "triton", "run/best.fp32", "-o", "afile"], "afile"),
+    ("manifest-external-data", ["deploy", "manifest", "external_data", "-p", "x86-cpu", "-o", "m.json"],
+     "weights.bin"),
+    ("triton-external-data", ["deploy", "triton", "external_data", "-o", "repo"], "weights.bin"),
+    ("bench-external-data", ["bench", "external_data", "--duration", "0.05", "-o", "b.json"], "weights.bin"),
+    ("predict-external-data", ["predict", "external_data", "--data", "data/validate*.tfrecord", "-o", "p.csv"],
+     "weights.bin"),
+    ("plan-external-data", ["deploy", "plan", "external_data", "-p", "x86-cpu"], "weights.bin"),
+    ("manifest-linked-onnx", ["deploy", "manifest", "linked_onnx", "-p", "x86-cpu", "-o", "m.json"], "symbolic link"),
+    ("triton-linked-onnx", ["deploy", "triton", "linked_onnx", "-o", "repo"], "symbolic link"),
+    ("bench-linked-onnx", ["bench", "linked_onnx", "--duration", "0.05", "-o", "b.json"], "symbolic link"),
+    ("predict-linked-onnx", ["predict", "linked_onnx", "--data", "data/validate*.tfrecord", "-o", "p.csv"],
+     "symbolic link"),
+    ("triton-name-dotdot", ["deploy", "triton", "name_dotdot", "-o", "deep/repo"], "model.name"),
+    ("triton-name-absolute", ["deploy", "triton", "name_absolute", "-o", "deep/repo"], "model.name"),
+    ("triton-name-quote", ["deploy", "triton", "name_quote", "-o", "deep/repo"], "model.name"),
+    ("triton-name-option", ["deploy", "triton", "run/best.fp32", "-o", "deep/repo", "--name", "../x"], "--name"),
     # data
     ("synth-out-file", ["data", "synth", "afile", "--videos", "20", "--force"], "not a directory"),
     ("synth-out-foreign", ["data", "synth", "foreign", "--videos", "20", "--force"], "not a synthetic data folder"),
@@ -208,6 +219,19 @@ BAD = [
      "--min-retention"),
     ("tune-profile-unknown", ["tune", "run/best.pt", "-p", "nope", "-o", "t"], "no such profile"),
     ("tune-batch-0", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--batch", "0"], "--batch"),
+    ("tune-batch-huge", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--batch", "100000000000"], "GiB"),
+    ("tune-test-missing", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--test", "nothere.tfrecord"],
+     "nothere.tfrecord"),
+    ("tune-eval-missing", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--eval", "nothere/*.tfrecord"],
+     "nothere"),
+    ("tune-eval-other-classes", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--eval",
+                                 "data7/validate*.tfrecord"], "7 classes"),
+    ("tune-test-other-classes", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--test", "data7/test*.tfrecord"],
+     "7 classes"),
+    ("tune-calib-other-classes", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--calib",
+                                  "data7/train*.tfrecord"], "7 classes"),
+    ("tune-train-frame-store", ["tune", "run/best.pt", "-p", "x86-cpu", "-o", "t", "--train", "frame_store"],
+     "frame-level"),
 ]
 
 
@@ -284,7 +308,7 @@ def test_unchecked_accuracy_is_flagged_and_not_deployable(world, tmp_path):
     shutil.copytree(world / "run", run)
     import torch
 
-    payload = torch.load(run / "best.pt", weights_only=False)
+    payload = torch.load(run / "best.pt", weights_only=True)
     payload["settings"]["val"] = None  # a run trained without validation data
     payload["data"]["val"] = None
     torch.save(payload, run / "best.pt")
@@ -299,7 +323,7 @@ def test_unchecked_accuracy_is_flagged_and_not_deployable(world, tmp_path):
 def test_nan_checkpoint_is_refused_by_every_consumer(world, tmp_path):
     import torch
 
-    payload = torch.load(world / "run" / "best.pt", weights_only=False)
+    payload = torch.load(world / "run" / "best.pt", weights_only=True)
     name = next(iter(payload["state_dict"]))
     payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
     broken = tmp_path / "nan.pt"
