@@ -1,12 +1,16 @@
 """The one way the toolkit reads its own JSON/YAML documents (reports, benches, manifests, profiles).
 
 Every reader goes text -> parsed mapping -> pydantic model through here, so every failure is the
-same kind of one-line InputError naming the file and, for a bad field, its dotted path.
+same kind of one-line InputError naming the file and, for a bad field, its dotted path. Every file
+the toolkit reads (these documents, vocabularies, checkpoints, TFRecords) is opened through
+:func:`open_regular`, so a FIFO, socket or device is refused at once instead of blocking forever.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,14 +21,73 @@ from avf.errors import InputError
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def read_text(path: Path, what: str) -> str:
-    """The file's UTF-8 text; a folder, a missing file, undecodable or empty text is refused."""
-    if path.is_dir():
-        raise InputError(path, f"is a directory; expected {what} file")
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def check_regular_file(path: Path, what: str, error: type[InputError] = InputError) -> os.stat_result:
+    """Refuse, before opening it, anything but a regular file.
+
+    The one check every file the toolkit reads goes through (documents, vocabularies, checkpoints,
+    TFRecords): opening a FIFO blocks until a writer comes and a device such as /dev/zero never
+    ends, so either would hang the command instead of failing it. ``what`` names what was
+    expected ("a deployment manifest").
+    """
     try:
-        text = path.read_bytes().decode("utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
-        raise InputError(path, f"{what} not found") from None
+        raise error(path, "file not found") from None
+    except PermissionError:
+        raise error(path, "permission denied") from None
+    except OSError as exc:
+        raise error(path, f"cannot stat ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(path, f"is a directory, expected {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(path, f"is {_kind(info.st_mode)}, not a regular file")
+    return info
+
+
+def open_regular(path: Path, what: str, error: type[InputError] = InputError, buffering: int = -1):
+    """``path`` opened for binary reading, checked to be a regular file before and after opening.
+
+    O_NONBLOCK: should a FIFO be swapped in after the check, opening it still cannot block, and
+    the check on the open descriptor refuses it.
+    """
+    check_regular_file(path, what, error)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(path, "file not found") from None
+    except PermissionError:
+        raise error(path, "permission denied") from None
+    except OSError as exc:
+        raise error(path, f"cannot open ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(path, f"is {_kind(mode)}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's UTF-8 text; a folder, a FIFO or device, a missing file, undecodable or empty text is refused."""
+    try:
+        with open_regular(path, what) as fh:
+            text = fh.read().decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(path, f"not {what}: not UTF-8 text") from None
     if not text.strip():

@@ -20,6 +20,9 @@ def test_learning_curve_trains_each_size_plots_and_reuses_runs(tmp_path):
     small, large = tmp_path / "small", tmp_path / "large"
     synthesize(small, videos=150, classes=10, seed=4)
     synthesize(large, videos=400, classes=10, seed=4)
+    # One world (seed 4), so one vocabulary: the sizes differ only in its TrainVideoCount column, and data
+    # of another vocabulary.csv (another sha256) is refused as validation data.
+    (small / "vocabulary.csv").write_bytes((large / "vocabulary.csv").read_bytes())
     convert(str(small / "train*.tfrecord"), tmp_path / "train_s")
     convert(str(large / "train*.tfrecord"), tmp_path / "train_l")
     out, runs = tmp_path / "out", tmp_path / "runs"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from avf.documents import check_regular_file
 from avf.errors import InputError
 
 #: Files a directory contributes: YouTube-8M names its shards ``train0000.tfrecord`` etc.
@@ -20,18 +20,10 @@ TFRECORD_PATTERNS = ("*.tfrecord", "*.tfrecords", "*.tfrecord.gz", "*.tfrecord-*
 
 
 def _regular(path: Path) -> bool:
-    """True for a regular file; InputError for a FIFO/socket/device; False for directories."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot stat ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
+    """True for a regular file; False for a directory; InputError for a FIFO/socket/device."""
+    if path.is_dir():
         return False
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
-        raise InputError(path, f"is {kind}, not a regular file (TFRecords are read from regular files only)")
+    check_regular_file(path, "a TFRecord file")
     return True
 
 

@@ -82,7 +82,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     """A shipped profile by name, or a YAML file; any problem is one InputError naming the field."""
     shipped = shipped_profile_paths()
     path = shipped.get(str(name_or_path)) or Path(name_or_path)
-    if not path.is_file():
+    if not path.exists():  # what exists is read (and refused there when it is a folder, a FIFO or a device)
         raise InputError(name_or_path, f"no such profile (shipped: {', '.join(sorted(shipped))}) and no such file")
     return read_document(path, "a device profile", DeviceProfile, language="yaml")[1]
 

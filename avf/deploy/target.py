@@ -22,7 +22,7 @@ ORT_DEVICE = {"onnxruntime": None, "onnxruntime-cuda": "cuda", "onnxruntime-tens
 def load_target(target: Path, backend: str = "auto", threads: int | None = None, device: str = "cpu",
                 precision: str | None = None, cuda_graphs: bool = False) -> tuple[Callable, dict]:
     """A ``run(rgb, audio) -> probabilities`` callable and facts about what runs (model, backend,
-    precision, input sizes, class count, device).
+    precision, input sizes, class count and vocabulary hash, device).
 
     ``precision`` applies to checkpoints (fp32 by default); an artifact's precision is the
     one avf-compress gave it. ``cuda_graphs`` applies to checkpoints on CUDA.
@@ -87,7 +87,8 @@ def _load_artifact(target: Path, backend: str, threads, device: str, precision, 
     # open_artifact has just verified the file against it.
     facts = {"kind": "artifact", "onnx_sha256": report["files"]["model.onnx"]["sha256"], "backend": backend, **runtime, "precision": metadata.get("precision", "unknown"),
              "model": metadata.get("model"), "rgb_dim": model.rgb_dim, "audio_dim": model.audio_dim,
-             "num_classes": model.num_classes, "accepted": report.get("accepted"), "device": device}
+             "num_classes": model.num_classes, "vocabulary_sha256": report.get("vocabulary_sha256") or None,
+             "accepted": report.get("accepted"), "device": device}
     return model, facts
 
 
@@ -112,5 +113,6 @@ def _load_checkpoint(target: Path, backend: str, threads, device: str, precision
     config = payload["model"]
     facts = {"kind": "checkpoint", "backend": chosen, "precision": precision, "cuda_graphs": cuda_graphs,
              "model": config["name"], "rgb_dim": config["rgb_dim"], "audio_dim": config["audio_dim"],
-             "num_classes": payload["num_classes"], "device": device}
+             "num_classes": payload["num_classes"], "vocabulary_sha256": payload.get("vocabulary_sha256"),
+             "device": device}
     return run, facts
