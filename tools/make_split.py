@@ -31,7 +31,12 @@ def _up_to_date(store: Path, shards: list[Path]) -> bool:
     manifest = store / "manifest.json"
     if not manifest.is_file():
         return False
-    sources = [Path(s["path"]).name for s in json.loads(manifest.read_text())["sources"]]
+    from avf.data.feature_store import STORE_VERSION
+
+    recorded = json.loads(manifest.read_text())
+    if recorded.get("version") != STORE_VERSION:  # an older store (no array checksums): rebuilt
+        return False
+    sources = [Path(s["path"]).name for s in recorded["sources"]]
     return sources == [s.name for s in shards]
 
 

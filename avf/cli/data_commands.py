@@ -1,4 +1,4 @@
-"""``avf data``: synthesize, convert and inspect YouTube-8M-format data."""
+"""``avf data``: synthesize, convert, inspect and verify YouTube-8M-format data."""
 
 from __future__ import annotations
 
@@ -79,10 +79,10 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Read everything (checking every CRC and the schema) and summarize counts, labels and features."""
-    from avf.data.feature_store import MANIFEST
+    from avf.data.feature_store import is_store
     from avf.data.summary import summarize
 
-    if (Path(path) / MANIFEST).is_file():
+    if is_store(path):
         result = summarize(path, classes, vocabulary, top)
     else:
         shards = expand_sources(path)
@@ -93,6 +93,19 @@ def inspect(
         typer.echo(json.dumps(result, indent=2))
         return
     _print_summary(result)
+
+
+@data_app.command()
+def verify(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+) -> None:
+    """Check a feature store completely, as every command does when it opens one, and say what was checked."""
+    from avf.data.feature_store import FeatureStore
+
+    opened = FeatureStore(store)
+    stdout.print(f"{store}: intact: {len(opened):,} {opened.level}-level videos, {len(opened.info.arrays)} arrays "
+                 f"({opened.array_bytes / 1e6:,.1f} MB) match the sha256 recorded at conversion, every feature is "
+                 f"finite, labels and ids are valid ({opened.verify_seconds:.2f} s)", soft_wrap=True, markup=False)
 
 
 def _print_summary(result: dict) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.data.feature_store import MANIFEST, FeatureStore
+from avf.data.feature_store import FeatureStore, is_store
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import Vocabulary, find_vocabulary, load_vocabulary
 from avf.data.youtube8m import DEFAULT_NUM_CLASSES, VideoBatch, dequantize, detect_level, iter_batches, iter_records
@@ -100,7 +100,7 @@ def summarize(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Summarize TFRecords (file, directory, glob) or a feature store directory."""
-    if isinstance(source, (str, Path)) and (Path(source) / MANIFEST).is_file():
+    if isinstance(source, (str, Path)) and is_store(source):
         return _summarize_store(FeatureStore(source), vocabulary, top)
     shards = expand_sources(source)
     vocab = load_vocabulary(vocabulary) if vocabulary else find_vocabulary(shards)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from avf.atomic import atomic_file, check_output
-from avf.data.feature_store import MANIFEST, FeatureStore
+from avf.data.feature_store import FeatureStore, is_store, read_manifest
 from avf.data.sources import expand_sources
-from avf.data.vocabulary import load_vocabulary
+from avf.data.vocabulary import check_same_vocabulary, find_vocabulary, load_vocabulary
 from avf.data.youtube8m import iter_batches
 from avf.deploy.target import load_target
 from avf.errors import InputError
@@ -24,7 +24,7 @@ from avf.errors import InputError
 
 def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     path = Path(str(data))
-    if (path / MANIFEST).is_file():
+    if is_store(path):
         store = FeatureStore(path)
         if store.level != "video":
             raise InputError(path, f"is a {store.level}-level feature store; predict reads video-level features "
@@ -38,9 +38,18 @@ def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator
         yield batch.ids, batch.rgb, batch.audio
 
 
+def data_vocabulary_sha256(data: str | Path) -> str | None:
+    """The sha256 of the vocabulary.csv the data was labelled with: a store records it, TFRecords have it beside them."""
+    path = Path(str(data))
+    if is_store(path):  # its manifest only: the store is opened (and checked whole) once, when it is read
+        return (read_manifest(path)[0].get("vocabulary") or {}).get("sha256")
+    vocab = find_vocabulary(expand_sources(data))
+    return vocab.sha256 if vocab else None
+
+
 def count_videos(data: str | Path) -> int | None:
     path = Path(str(data))
-    if (path / MANIFEST).is_file():
+    if is_store(path):
         return len(FeatureStore(path))
     return None
 
@@ -55,11 +64,15 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
         raise InputError(vocabulary, "is a directory; --vocab is a vocabulary.csv file")
     run, facts = load_target(Path(target), threads=threads)
     num_classes = facts["num_classes"]
+    model_vocabulary, data_vocabulary = facts["vocabulary_sha256"], data_vocabulary_sha256(data)
+    check_same_vocabulary(model_vocabulary, target, data_vocabulary, data)
     names = None
     if vocabulary is not None:
         vocab = load_vocabulary(vocabulary)
         if vocab.num_classes != num_classes:
             raise InputError(vocabulary, f"has {vocab.num_classes} classes, the model {num_classes}")
+        check_same_vocabulary(model_vocabulary or data_vocabulary, target if model_vocabulary else data, vocab.sha256,
+                              vocabulary)
         names = vocab.names
     k = min(top_k, num_classes)
     written = 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avf.data.feature_store import MANIFEST, FeatureStore, csr_labels_dense
+from avf.data.feature_store import FeatureStore, csr_labels_dense, is_store
 from avf.data.sources import expand_sources
 from avf.data.vocabulary import file_sha256, find_vocabulary
 from avf.data.youtube8m import iter_batches
@@ -60,7 +60,7 @@ class TrainingData:
 def load_training_data(spec: str | Path, num_classes: int | None = None) -> TrainingData:
     """A feature store directory, or TFRecord file(s)/directory/glob of video-level records."""
     path = Path(str(spec))
-    if (path / MANIFEST).is_file():
+    if is_store(path):
         store = FeatureStore(path)
         if store.level != "video":
             raise InputError(path, "frame-level stores are not supported for training yet; convert video-level data")
