@@ -204,11 +204,13 @@ def triton_command(
     max_batch: int = typer.Option(64, "--max-batch", min=1),
     cpu: bool = typer.Option(False, "--cpu", help="KIND_CPU instances instead of KIND_GPU."),
     force: bool = typer.Option(False, "--force", help="Replace this model's folder in the repository (only that one)."),
+    name: str = typer.Option(None, "--name", help="The model's name in the repository (default: report.json's model "
+                             "name); letters, digits, '_', '.', '-'."),
 ) -> None:
     """A Triton model repository (config.pbtxt, dynamic batching) for server GPUs."""
     from avf.deploy.triton import write_triton_repository
 
-    folder = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu)
+    folder = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu, name=name)
     stdout.print(f"Triton model {folder.name} in repository {out} ({folder})", markup=False)
 
 

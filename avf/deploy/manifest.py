@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -238,7 +239,10 @@ def verify_manifest(path: str | Path) -> list[str]:
     problems = []
     for entry in manifest.files:
         file = folder / entry.name
-        if not file.resolve().is_relative_to(base):
+        if file.is_symlink():  # as open_artifact refuses it: a link can be re-pointed after hashing
+            problems.append(f"{file}: is a symbolic link (to {os.readlink(file)}); an avf artifact holds regular "
+                            "files only")
+        elif not file.resolve().is_relative_to(base):
             problems.append(f"{file}: resolves outside the manifest's folder (a link?); refusing to trust it")
         elif not file.is_file():
             problems.append(f"{file}: missing")
