@@ -10,9 +10,11 @@ old output (or nothing) and no partial one.
 
 from __future__ import annotations
 
+import errno
 import glob as globlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -167,6 +169,37 @@ def _article(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
 
+#: errno values that say the place cannot take the output (a full disk, a quota, the file-size limit, an I/O
+#: error, a read-only file system): the user can fix them, so they are reported naming the output.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+@contextmanager
+def _write_failures_named(final: Path) -> Iterator[None]:
+    """Turn a failed write of ``final`` (full disk, ...) into one InputError naming it; other errors pass unchanged.
+
+    The OSError of a full disk carries no file name (``write`` has none), so without this the user would
+    read "No space left on device" and not know which output could not be written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_FAILURES:
+            raise
+        raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
+
+
+def stale_temporaries(final: str | Path, suffix: str = ".tmp") -> list[Path]:
+    """The temporaries :func:`atomic_file` (or :func:`atomic_directory`) would name for ``final`` and that a
+    process killed mid-write (``kill -9``) left beside it: ``.NAME.XXXXXXXX.tmp`` and nothing else, so a
+    sweep never touches a user's own ``.*.tmp`` file."""
+    final = Path(final)
+    pattern = re.compile(re.escape(temporary_prefix(final, suffix)) + r"[a-z0-9_]{8}" + re.escape(suffix))
+    if not final.parent.is_dir():
+        return []
+    return [entry for entry in final.parent.iterdir() if pattern.fullmatch(entry.name)]
+
+
 @contextmanager
 def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path beside ``final``; it replaces ``final`` only if the block succeeds.
@@ -186,11 +219,12 @@ def atomic_file(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
                 raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
             os.close(fd)
             tmp = Path(name)
-        yield tmp
-        tmp.chmod(_default_mode(directory=False))
-        with _signals_deferred():
-            os.replace(tmp, final)
-            tmp = None
+        with _write_failures_named(final):
+            yield tmp
+            tmp.chmod(_default_mode(directory=False))
+            with _signals_deferred():
+                os.replace(tmp, final)
+                tmp = None
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -228,17 +262,19 @@ def atomic_directory(final: str | Path, force: bool = False, *, ours: Recognizer
             except OSError as exc:
                 raise InputError(final, f"cannot create it: {exc.strerror or exc}") from None
             tmp.chmod(_default_mode(directory=True))  # mkdtemp makes it private; the result gets normal permissions
-        yield tmp
-        with _signals_deferred():  # the swap is never left half done: old folder out, new one not yet in
-            if final.exists():
-                trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".old"), suffix=".old", dir=final.parent))
-                os.replace(final, trash / final.name)
-                os.replace(tmp, final)
-                tmp = None
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-                tmp = None
+        with _write_failures_named(final):
+            yield tmp
+            with _signals_deferred():  # the swap is never left half done: old folder out, new one not yet in
+                if final.exists():
+                    trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".old"), suffix=".old",
+                                                  dir=final.parent))
+                    os.replace(final, trash / final.name)
+                    os.replace(tmp, final)
+                    tmp = None
+                    shutil.rmtree(trash, ignore_errors=True)
+                else:
+                    os.replace(tmp, final)
+                    tmp = None
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -169,3 +169,166 @@ def test_lr_factor_warms_up_then_follows_the_schedule():
     assert cosine(10) == 1.0 and 0.49 < cosine(55) < 0.51 and cosine(100) == 0.0
     assert [lr_factor("constant", 100, 4)(s) for s in (0, 3, 4, 99)] == [0.25, 1.0, 1.0, 1.0]
     assert lr_factor("cosine", 100)(0) == 1.0  # no warm-up: the plain schedule
+
+
+# ----------------------------------------------------------------------------- the run folder and its inputs
+
+TINY = ["--width", 16, "--attention-width", 16, "--heads", 2, "--epochs", 1, "--threads", 1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    synthesize(root, videos=200, classes=12, seed=3)
+    return root
+
+
+def _tiny_train(data, *extra):
+    return ["train", "-m", "attend_fusion", "--train", data / "train*.tfrecord", "--val", data / "validate*.tfrecord",
+            *TINY, *extra]
+
+
+def _ours(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name != "tensorboard")
+
+
+def test_run_folder_is_new_empty_or_ours_and_force_writes_only_the_runs_files(tiny, tmp_path):
+    from cli_harness import cli, snapshot
+
+    run = tmp_path / "run"
+    run.mkdir()  # an empty folder is a fine place for a new run
+    code, _, err = cli(*_tiny_train(tiny, "-o", run, "--distill-weight", 0.3))
+    assert code == 0, err
+    assert "note: --distill-weight does nothing without --distill-from" in err
+    assert json.loads((run / "metrics.json").read_text())["format"] == "avf-run"
+    (run / "notes.txt").write_text("the user's own")
+    (run / ".draft.tmp").write_text("the user's own, hidden")
+    (run / ".best.pt.abcd_123.tmp").write_bytes(b"what a kill -9 mid-write leaves")
+    code, _, err = cli(*_tiny_train(tiny, "-o", run))
+    assert code == 2 and "already holds a run" in err and "--force" in err
+    code, _, err = cli(*_tiny_train(tiny, "-o", run, "--force"))
+    assert code == 0, err
+    assert _ours(run) == [".draft.tmp", "best.pt", "last.pt", "metrics.csv", "metrics.json", "notes.txt"]
+    # a folder avf did not write is refused, --force or not, and left as it was
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "best.pt").write_bytes(b"someone else's model")
+    for force in ([], ["--force"]):
+        before = snapshot(tmp_path)
+        code, _, err = cli(*_tiny_train(tiny, "-o", foreign, *force))
+        assert code == 2 and "not a run folder written by avf" in err and len(err.strip().splitlines()) == 1, err
+        assert snapshot(tmp_path) == before
+    # so is a run folder holding a checkpoint avf did not write: --force never overwrites it
+    (run / "best.pt").write_bytes(b"someone else's model")
+    code, _, err = cli(*_tiny_train(tiny, "-o", run, "--force"))
+    assert code == 2 and "not a run folder" in err and (run / "best.pt").read_bytes() == b"someone else's model"
+
+
+def test_resume_refuses_inputs_replaced_at_the_same_path(tmp_path):
+    from avf.data.vocabulary import file_sha256
+
+    data = tmp_path / "data"
+    synthesize(data, videos=200, classes=12, seed=3)
+    common = {"model": "fc_early_fusion", "train": str(data / "train*.tfrecord"), "epochs": 1, "width": 16,
+              "threads": 1}
+    teacher = tmp_path / "teacher" / "best.pt"
+    train(TrainSettings(**common, out=str(teacher.parent)))
+    run = tmp_path / "run"
+    settings = TrainSettings(**common, val=str(data / "validate*.tfrecord"), out=str(run), distill_from=[str(teacher)])
+    train(settings)
+    assert load_checkpoint(run / "last.pt")["teachers"] == [{"path": str(teacher), "sha256": file_sha256(teacher)}]
+
+    shard = data / "train0000.tfrecord"
+    original = shard.read_bytes()
+    shard.write_bytes((data / "validate0000.tfrecord").read_bytes())  # other videos, same path, same vocabulary
+    with pytest.raises(InputError, match=r"--train changed since the run started: .*train0000\.tfrecord is not what"):
+        train(settings, resume=True, resume_epochs=2)
+    shard.write_bytes(original)
+    (data / "train0001.tfrecord").write_bytes(original)  # one more shard, same glob
+    with pytest.raises(InputError, match="2 files now, 1 when the run started"):
+        train(settings, resume=True, resume_epochs=2)
+    (data / "train0001.tfrecord").unlink()
+
+    kept = teacher.read_bytes()
+    train(TrainSettings(**{**common, "seed": 1}, out=str(teacher.parent)), force=True)  # a new teacher, same path
+    with pytest.raises(InputError, match="--distill-from changed since the run started"):
+        train(settings, resume=True, resume_epochs=2)
+    teacher.write_bytes(kept)
+    result = train(settings, resume=True, resume_epochs=2)  # the very inputs the run started on: it goes on
+    assert [row["epoch"] for row in result["history"]] == [1, 2]
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused(tiny, tmp_path):
+    """Two real processes: while one trains in a folder, another run on it is refused at once."""
+    import signal
+    import time
+
+    from cli_harness import cli
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "avf", *map(str, _tiny_train(tiny, "--epochs", 100000, "-o", run))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not run.is_dir():
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first run made no folder within 120 s"
+            time.sleep(0.05)
+        for extra in ([], ["--force"], ["--resume"]):
+            code, _, err = cli(*_tiny_train(tiny, "-o", run, *extra))
+            errors = [line for line in err.splitlines() if line.strip()]
+            assert code == 2 and len(errors) == 1 and errors[0].startswith("error:"), err
+            assert "another avf process is using this run folder" in errors[0]
+        assert first.poll() is None, "the first run was disturbed"
+    finally:
+        first.terminate()
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 128 + signal.SIGTERM, err
+
+
+def test_a_full_disk_is_one_error_line_naming_the_file(tiny, tmp_path):
+    """Writes really fail (the file-size limit gives EFBIG, as a full disk gives ENOSPC): one line naming the
+    file and the reason, exit 2, no traceback, no temporary left, for checkpoints and atomic folders alike."""
+    import resource
+    import signal
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+
+    run = tmp_path / "run"
+    run.mkdir()  # not made by this call, so it stays: and must hold no temporary
+    synth = tmp_path / "synth"
+    for args, named in ((_tiny_train(tiny, "-o", run), run / "best.pt"),
+                        (["data", "synth", synth, "--videos", 2000, "--classes", 12], synth)):
+        result = subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True,
+                                timeout=300, preexec_fn=small_files)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0] == f"error: {named}: cannot write it: File too large"
+    assert list(run.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_output_names_near_the_255_byte_limit(tiny, tmp_path):
+    """Temporary names add a prefix and a suffix; an output named with 250 bytes still gets one beside it."""
+    pytest.importorskip("onnxruntime")
+    from cli_harness import cli
+
+    run, artifact = tmp_path / ("r" * 250), tmp_path / ("a" * 250)
+    bench, predictions = tmp_path / ("b" * 245 + ".json"), tmp_path / ("p" * 246 + ".csv")
+    for args in (_tiny_train(tiny, "-o", run), ["compress", run / "best.pt", "-o", artifact],
+                 ["bench", run / "best.pt", "--batch", 1, "--duration", 0.05, "--threads", 1, "-o", bench],
+                 ["predict", artifact, "--data", tiny / "validate0000.tfrecord", "-o", predictions]):
+        code, _, err = cli(*args)
+        assert code == 0, (args[0], err)
+    assert (artifact / "report.json").is_file() and bench.is_file() and predictions.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_of_a_moved_run_folder_writes_where_it_lies_now(data, tmp_path):
+    train(_settings(data, tmp_path / "first", epochs=1))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    result = train(_settings(data, tmp_path / "moved", epochs=1), resume=True, resume_epochs=2)
+    assert [row["epoch"] for row in result["history"]] == [1, 2]
+    assert not (tmp_path / "first").exists()
+    assert load_checkpoint(tmp_path / "moved" / "last.pt")["epoch"] == 2

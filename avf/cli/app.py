@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import NoReturn
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from avf.threads import set_passive_waiting
 
@@ -22,7 +24,45 @@ from avf.cli.train_commands import eval_command, train_command  # noqa: E402
 from avf.cli.tune_commands import tune_command  # noqa: E402
 from avf.errors import InputError  # noqa: E402
 
+
+class _RootGroup(TyperGroup):
+    """The ``avf`` command: before anything is parsed, every number option of every command refuses nan and inf."""
+
+    def main(self, *args, **kwargs):
+        _refuse_non_finite_numbers(self)
+        return super().main(*args, **kwargs)
+
+
+def _refuse_non_finite_numbers(command) -> None:
+    """Wrap the conversion of every parameter of the command tree, in this one place for all commands (so a
+    new option is covered as it is added): a float that is nan, inf or -inf becomes a usage error naming
+    the option, never a value that trains into a "divergence" or an OverflowError traceback."""
+    for param in command.params:
+        if not getattr(param.process_value, "refuses_non_finite", False):
+            param.process_value = _finite_only(param, param.process_value)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _refuse_non_finite_numbers(sub)
+
+
+def _finite_only(param, process_value):
+    try:  # typer >= 0.22 carries its own click
+        from typer._click.exceptions import BadParameter
+    except ImportError:
+        from click.exceptions import BadParameter
+
+    def process(ctx, value):
+        result = process_value(ctx, value)
+        values = result if isinstance(result, (list, tuple)) else (result,)
+        if any(isinstance(number, float) and not math.isfinite(number) for number in values):
+            raise BadParameter("must be a finite number, not nan or inf", ctx=ctx, param=param)
+        return result
+
+    process.refuses_non_finite = True
+    return process
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="avf",
     help="Audio-visual fusion video classifiers: YouTube-8M data -> train -> compress -> deploy.",
     no_args_is_help=True,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from avf.cli.progress import count_progress, stderr
+from avf.cli.progress import count_progress, note, stderr
 
 stdout = Console()
 #: Exit code of an artifact written but rejected by the retention gate.
@@ -52,7 +52,7 @@ def compress_command(
             ("--calib-size", calib_size != 1024, "--int8", int8), ("--finetune-epochs", finetune_epochs != 1, "--prune", prune),
             ("--train", train is not None, "--prune", prune and finetune_epochs)):
         if given and not applies:
-            stderr.print(Text(f"note: {option} does nothing without {needs}", style="yellow"), soft_wrap=True)
+            note(f"{option} does nothing without {needs}")
     try:
         options = CompressOptions(
             checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune, finetune_epochs=finetune_epochs,

@@ -22,6 +22,11 @@ from rich.text import Text
 stderr = Console(stderr=True)
 
 
+def note(message: str) -> None:
+    """One ``note:`` line on stderr: something worth knowing that is not an error (an option that does nothing)."""
+    stderr.print(Text(f"note: {message}", style="yellow"), soft_wrap=True)
+
+
 class _RecordsRate(ProgressColumn):
     def render(self, task) -> Text:
         records = task.fields.get("records", 0)

@@ -68,11 +68,13 @@ def train_command(
     distill_weight: float = typer.Option(0.5, "--distill-weight", min=0.0, max=1.0,
                                          help="Weight of the soft targets (the labels get 1 - w)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    force: bool = typer.Option(False, "--force", help="Start over in an --out that already holds a run."),
+    force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run avf wrote (only the "
+                               "run's own files are rewritten; any other folder is refused)."),
 ) -> None:
     """Train a registry model (AdamW, BCE); checkpoints best.pt/last.pt, logs metrics.csv/json."""
     from pydantic import ValidationError
 
+    from avf.cli.progress import note
     from avf.errors import InputError
     from avf.train.loop import TrainSettings
     from avf.train.loop import train as run_training
@@ -92,6 +94,8 @@ def train_command(
         option = {"num_classes": "classes"}.get(str(first["loc"][0]), str(first["loc"][0]))
         raise InputError(None, f"--{option.replace('_', '-')}: {first['msg']}") from None
     given = {_SETTING_OF_OPTION[name] for name in ctx.params if name in _SETTING_OF_OPTION and _given(ctx, name)}
+    if "distill_weight" in given and not distill_from and not resume:
+        note("--distill-weight does nothing without --distill-from")
     result = run_training(settings, resume=resume, force=force, console=stdout, resume_epochs=epochs, given=given)
     if result["history"]:
         stdout.print(f"checkpoints in {out}/ (best.pt, last.pt), metrics in {out}/metrics.csv", soft_wrap=True,
@@ -120,6 +124,7 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score a checkpoint on data: GAP, mAP, Hit@1, PERR, F1 (official YouTube-8M definitions)."""
+    from avf.data.vocabulary import check_same_vocabulary
     from avf.errors import InputError
     from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
     from avf.train.data import load_training_data
@@ -134,6 +139,7 @@ def eval_command(
             raise
         raise InputError(exc.path, f"{exc.problem} (the checkpoint {checkpoint} has {payload['num_classes']} classes)",
                          exc.offset) from None
+    check_same_vocabulary(payload.get("vocabulary_sha256"), checkpoint, dataset.vocabulary_sha256, data)
     metrics = evaluate_model(model, dataset, batch_size)
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "data": data, "model": payload["model"]["name"],

@@ -29,7 +29,7 @@ from avf.compress.runtime import OnnxModel
 from avf.compress.tensorrt_check import check_tensorrt_compatibility
 from avf.compress.tensorrt_engine import build_engine, unavailable_reason
 from avf.compress.torch_tensorrt_engine import unavailable_reason as torch_tensorrt_unavailable
-from avf.data.vocabulary import file_sha256
+from avf.data.vocabulary import check_same_vocabulary, file_sha256
 from avf.errors import InputError
 from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
 from avf.train.data import TrainingData, load_training_data
@@ -41,7 +41,7 @@ INT8_NEEDS_DATA = "INT8 needs calibration and evaluation data: pass --calib/--ev
 
 
 class CompressOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf are no settings
 
     checkpoint: Path
     out: Path | None = None
@@ -105,12 +105,14 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
     if options.keep_float and options.precision != "int8":
         raise InputError(None, "keep_float (layers kept in float) applies to int8 only")
     settings = payload.get("settings") or {}
-    eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation")
+    eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation",
+                      options.checkpoint)
     if eval_data is not None and options.eval_size:
         eval_data = eval_data.subset(np.arange(min(options.eval_size, len(eval_data))))
     calib_data = None
     if options.precision == "int8":
-        calib_data = _data(options.calib or _recorded(settings.get("train")), payload, reference, "calibration")
+        calib_data = _data(options.calib or _recorded(settings.get("train")), payload, reference, "calibration",
+                           options.checkpoint)
         if calib_data is None or eval_data is None:
             raise InputError(options.checkpoint, INT8_NEEDS_DATA)
     report: dict = {
@@ -145,7 +147,8 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         stage = {"stage": "prune", "ratio": options.prune, "channels_removed": round(achieved, 4), "params_before": params,
                  "params_after": count_parameters(model), "hidden_widths": sorted(set(hidden_widths(model)))}
         if options.finetune_epochs:
-            train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training")
+            train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training",
+                               options.checkpoint)
             if train_data is None:
                 raise InputError(options.checkpoint, "pruning fine-tune needs training data: pass --train "
                                  "(or --finetune-epochs 0)")
@@ -293,10 +296,12 @@ def _recorded(spec: str | None) -> str | None:
     return spec if path.exists() or any(path.parent.glob(path.name)) else None
 
 
-def _data(spec: str | None, payload: dict, model, role: str) -> TrainingData | None:
+def _data(spec: str | None, payload: dict, model, role: str, checkpoint: Path | None = None) -> TrainingData | None:
+    """``spec`` loaded for the checkpoint ``payload`` (read from ``checkpoint``): its class count, vocabulary, feature sizes."""
     if spec is None:
         return None
     data = load_training_data(spec, payload["num_classes"])
+    check_same_vocabulary(payload.get("vocabulary_sha256"), checkpoint or "the checkpoint", data.vocabulary_sha256, spec)
     if data.rgb.shape[1] != model.rgb_dim or data.audio.shape[1] != model.audio_dim:
         raise InputError(spec, f"{role} data has {data.rgb.shape[1]}+{data.audio.shape[1]} features, the model "
                          f"expects {model.rgb_dim}+{model.audio_dim}")

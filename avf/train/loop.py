@@ -12,27 +12,36 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from avf.atomic import atomic_file, atomic_write_text, check_output
+from avf.atomic import atomic_file, atomic_write_text, check_output, folder_lock, stale_temporaries
+from avf.data.vocabulary import check_same_vocabulary, file_sha256
 from avf.errors import InputError
 from avf.threads import check_fits, default_threads
-from avf.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from avf.train.checkpoint import CHECKPOINT_FORMAT, check_compatible, load_checkpoint, save_checkpoint
 from avf.train.data import TrainingData, load_training_data
 from avf.train.evaluate import evaluate_model
 
 LAST, BEST = "last.pt", "best.pt"
 METRICS_CSV, METRICS_JSON = "metrics.csv", "metrics.json"
+#: The files a run writes in its folder (and tensorboard/ where it is installed); nothing else in the folder is
+#: touched, --force included.
+RUN_FILES = (BEST, LAST, METRICS_CSV, METRICS_JSON)
+#: metrics.json's format tag: what tells a run folder of ours (which --force may start over) from any other.
+RUN_FORMAT = "avf-run"
 
 
 class TrainSettings(BaseModel):
     """Everything that defines a run; stored in every checkpoint."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # an infinite lr or warm-up is refused, not trained with
 
     model: str
     train: str
@@ -172,33 +181,49 @@ def train(settings: TrainSettings, resume: bool = False, force: bool = False, co
     that differs from the run's own is refused, not silently ignored. A run folder this call
     created is removed again if the run fails (diverges, is interrupted, ...) before its first
     checkpoint: nothing half-made is left behind.
+
+    The run folder goes through the one output-safety path before anything is written (see
+    :func:`_open_run`) and is locked for the whole run, so a second run on it is refused.
     """
+    from contextlib import ExitStack
+
+    dist = _distributed_from_env()
     out = Path(settings.out)
-    created = _distributed_from_env().main and not out.exists()
-    try:
-        return _train(settings, resume, force, console, resume_epochs, given)
-    except BaseException:
-        if created and out.is_dir() and not (out / LAST).exists():
-            import shutil
+    with ExitStack() as held:
+        locked = dist.main and out.is_dir()
+        if locked:  # locked before it is looked at: another run may be writing it right now
+            held.enter_context(folder_lock(out, "run folder"))
+        settings, state = _open_run(settings, resume, force, given, resume_epochs)
+        created = None
+        if dist.main and not locked:
+            created = _create_folder(out)
+            held.enter_context(folder_lock(out, "run folder"))
+        try:
+            if dist.main:
+                for name in RUN_FILES:  # left by a process killed mid-write; never a user's own .*.tmp file
+                    for stale in stale_temporaries(out / name):
+                        stale.unlink(missing_ok=True)
+            return _train(settings, state, console)
+        except BaseException:
+            if created is not None and not (out / LAST).exists():
+                shutil.rmtree(created, ignore_errors=True)
+            raise
 
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
+def _open_run(settings: TrainSettings, resume: bool, force: bool, given: set[str] | None,
+              resume_epochs: int | None) -> tuple[TrainSettings, dict | None]:
+    """Check the run folder (and load the run to resume) before anything is written; returns the settings
+    that apply and the resumed state (None for a new run).
 
-def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_epochs: int | None,
-           given: set[str] | None) -> dict:
-    import torch
-
-    from avf.models import build_model, count_parameters, parameter_count
-    from avf.models.blocks import identity_attention_init_
-
+    A new run needs a new or empty folder; a folder holding a run of ours needs ``--resume`` (continue
+    it) or ``--force`` (start over, writing only the run's own files); any other folder is refused, as
+    are the current folder and a folder holding an input (data, teachers), even with ``--force``.
+    """
     from avf.models import MODEL_NAMES
 
     if settings.model not in MODEL_NAMES:
         raise InputError(None, f"unknown model {settings.model!r}; known models: {', '.join(MODEL_NAMES)}")
-    dist = _distributed_from_env()
     out = Path(settings.out)
-    check_run_folder(out, [settings.train, settings.val])
     state = None
     if resume:
         if not (out / LAST).is_file():
@@ -206,10 +231,82 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
         state = load_checkpoint(out / LAST)
         saved = TrainSettings(**state["settings"])
         _refuse_conflicts(saved, settings, given or set(), out / LAST)
-        settings = saved.model_copy(update={"epochs": resume_epochs or saved.epochs, "device": settings.device,
-                                            "threads": settings.threads})
-    elif (out / LAST).exists() and not force:
+        # the run continues where it lies now (a run folder may have been moved or copied since it started)
+        settings = saved.model_copy(update={"out": settings.out, "epochs": resume_epochs or saved.epochs,
+                                            "device": settings.device, "threads": settings.threads})
+    empty = out.is_dir() and not any(out.iterdir())
+    check_output(out, force=True, directory=True, inputs=[settings.train, settings.val, *settings.distill_from],
+                 ours=lambda folder: empty or is_run_folder(folder), what="run folder")
+    if out.exists() and not empty and not resume and not force:
         raise InputError(out, "already holds a run (pass --resume to continue it, or --force to start over)")
+    for name in RUN_FILES:
+        check_output(out / name, force=True, directory=False, what="run file")
+    return settings, state
+
+
+def _create_folder(out: Path) -> Path | None:
+    """Make the run folder; returns the topmost folder made (to remove if the run fails before its first
+    checkpoint), or None when another process made it first."""
+    top = out
+    while not top.parent.exists():
+        top = top.parent
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        raise InputError(out, f"cannot create it: {exc.strerror or exc}") from None
+    return top
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A run folder avf train wrote: every checkpoint and metrics.json in it says so (a foreign best.pt
+    dropped into it is never overwritten), and at least one of them is there."""
+    recognizers = {LAST: _is_checkpoint_file, BEST: _is_checkpoint_file, METRICS_JSON: _is_metrics_log}
+    present = [name for name in recognizers if (folder / name).exists() or (folder / name).is_symlink()]
+    return bool(present) and all(recognizers[name](folder / name) for name in present)
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """An avf checkpoint, told without unpickling anything: torch.save writes a zip whose pickle opens with
+    the payload's first entry, our format tag."""
+    import zipfile
+
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = next((name for name in archive.namelist() if name.rsplit("/", 1)[-1] == "data.pkl"), None)
+            if pickled is None:
+                return False
+            with archive.open(pickled) as fh:
+                head = fh.read(256)
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return CHECKPOINT_FORMAT.encode() in head
+
+
+def _is_metrics_log(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        log = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(log, dict):
+        return False
+    # runs written before the format tag have the same settings and history, and no format
+    return log.get("format") == RUN_FORMAT or ("format" not in log and {"settings", "history"} <= log.keys())
+
+
+def _train(settings: TrainSettings, state: dict | None, console) -> dict:
+    import torch
+
+    from avf.models import build_model, count_parameters, parameter_count
+    from avf.models.blocks import identity_attention_init_
+
+    dist = _distributed_from_env()
+    out = Path(settings.out)
 
     if dist.world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if settings.device != "cpu" and torch.cuda.is_available() else "gloo"
@@ -217,6 +314,13 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
     device = _device(settings, dist)
     train_data = load_training_data(settings.train, settings.num_classes)
     val_data = load_training_data(settings.val, train_data.num_classes) if settings.val else None
+    if val_data is not None:
+        check_same_vocabulary(train_data.vocabulary_sha256, settings.train, val_data.vocabulary_sha256, settings.val)
+    if state is not None:
+        recorded = state.get("data") or {}
+        _refuse_changed_input("--train", settings.train, recorded.get("train"), train_data.sources, out / LAST)
+        _refuse_changed_input("--val", settings.val, recorded.get("val"), val_data.sources if val_data else None,
+                              out / LAST)
 
     torch.manual_seed(settings.seed)
     model_kwargs = {k: v for k, v in {"width": settings.width, "attention_width": settings.attention_width}.items()
@@ -237,10 +341,13 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
     if settings.identity_attention and state is None:
         identity_attention_init_(model)
     if state is not None:
-        check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256)
+        check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256, settings.train)
         model.load_state_dict(state.get("train_state_dict", state["state_dict"]))
     model.to(device)
-    teachers = _load_teachers(settings, train_data, device)
+    teachers, teacher_files = _load_teachers(settings, train_data, device)
+    if state is not None:
+        _refuse_changed_input("--distill-from", ", ".join(settings.distill_from), state.get("teachers"),
+                              teacher_files, out / LAST)
     ema = _Ema(model, settings.ema, state) if settings.ema else None
     scored = ema.model if ema is not None else model  # what is validated and saved in best.pt
     smoothing_prior = _label_prior(train_data, device) if settings.label_smoothing else None
@@ -269,10 +376,6 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
 
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # left by a process killed mid-write; never a real checkpoint
-            stale.unlink(missing_ok=True)
     writer = _tensorboard(out) if dist.main else None
     loss_fn = torch.nn.BCEWithLogitsLoss()
     run_info = {
@@ -359,6 +462,7 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
                 "num_classes": train_data.num_classes,
                 "vocabulary_sha256": train_data.vocabulary_sha256,
                 "data": {"train": train_data.sources, "val": val_data.sources if val_data else None},
+                "teachers": teacher_files,
                 "metrics": row,
                 "epoch": epoch,
                 "settings": settings.model_dump(),
@@ -393,16 +497,20 @@ def _train(settings: TrainSettings, resume: bool, force: bool, console, resume_e
     return {"history": history, "run": run_info, "settings": settings.model_dump()}
 
 
-def check_run_folder(out: Path, inputs: list[str | None]) -> None:
-    """A run folder is a directory (new or existing), writable, and none of the training inputs."""
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a directory (--out is the run folder)")
-    for given in inputs:
-        if given and Path(given).resolve() == out.resolve():
-            raise InputError(out, "is the training data itself; choose another --out")
-    if (out / LAST).is_dir() or (out / BEST).is_dir():
-        raise InputError(out, f"holds a folder named {LAST} or {BEST}; choose another --out")
-    check_output(out / METRICS_JSON, force=True, directory=False, what="metrics log")
+def _refuse_changed_input(option: str, spec: str | None, recorded: list[dict] | None, current: list[dict] | None,
+                          last: Path) -> None:
+    """--resume goes on with the inputs the run started on, told by content (sha256), not by path: data or
+    a teacher replaced at the same path would otherwise be trained on silently."""
+    if not recorded or current is None:  # not used, or a run from before its inputs were recorded
+        return
+    before = sorted(str(source.get("sha256")) for source in recorded)
+    if before == sorted(str(source.get("sha256")) for source in current):
+        return
+    changed = [source["path"] for source in current if str(source.get("sha256")) not in before]
+    detail = (f"{changed[0]} is not what {last} recorded (sha256 differs)" if changed
+              else f"{len(current)} files now, {len(recorded)} when the run started")
+    raise InputError(spec, f"{option} changed since the run started: {detail}; --resume continues on the same "
+                           "inputs: restore them, or start a new run in another --out")
 
 
 def _refuse_conflicts(saved: TrainSettings, asked: TrainSettings, given: set[str], last: Path) -> None:
@@ -499,25 +607,26 @@ class _Ema:
                 mine.copy_(theirs)
 
 
-def _load_teachers(settings: TrainSettings, data: TrainingData, device) -> list:
-    """Teacher models for distillation, in eval mode, checked against the training data's classes."""
+def _load_teachers(settings: TrainSettings, data: TrainingData, device) -> tuple[list, list[dict]]:
+    """Teacher models for distillation, in eval mode, checked against the training data's classes; and each
+    teacher's path and sha256 (recorded in the checkpoint, so --resume can tell a replaced teacher)."""
     from avf.train.checkpoint import model_from_checkpoint
 
-    teachers = []
+    teachers, files = [], []
     for path in settings.distill_from:
-        if not Path(path).is_file():
-            raise InputError(path, "teacher checkpoint not found (--distill-from)")
-        payload = load_checkpoint(path)
+        try:
+            payload = load_checkpoint(path)  # says what is wrong: missing, a folder, not a checkpoint, ...
+        except InputError as exc:
+            raise InputError(exc.path, f"{exc.problem} (--distill-from)") from None
         if payload["num_classes"] != data.num_classes:
             raise InputError(path, f"teacher has {payload['num_classes']} classes, the data has {data.num_classes}")
-        vocab = payload.get("vocabulary_sha256")
-        if vocab and data.vocabulary_sha256 and vocab != data.vocabulary_sha256:
-            raise InputError(path, "teacher was trained against a different vocabulary.csv (sha256 differs)")
+        check_same_vocabulary(data.vocabulary_sha256, settings.train, payload.get("vocabulary_sha256"), path)
         teacher = model_from_checkpoint(payload, path).to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         teachers.append(teacher)
-    return teachers
+        files.append({"path": str(path), "sha256": file_sha256(path)})
+    return teachers, files
 
 
 def _global_mean(total: float, count: int, dist: _Distributed, device) -> float:
@@ -548,7 +657,8 @@ def _write_history(out: Path, history: list[dict], settings: TrainSettings, run_
         writer.writeheader()
         writer.writerows(history)
     atomic_write_text(out / METRICS_JSON,
-                      json.dumps({"settings": settings.model_dump(), "run": run_info, "history": history,
+                      json.dumps({"format": RUN_FORMAT, "settings": settings.model_dump(), "run": run_info,
+                                  "history": history,
                                   **({"stopped_early": stopped_early} if stopped_early else {})}, indent=2) + "\n")
 
 
