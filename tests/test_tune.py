@@ -239,3 +239,219 @@ def test_ctrl_c_keeps_every_finished_candidate_and_leaves_nothing_partial(traine
     assert [p for p in out.rglob(".*") if ".tmp" in p.name] == []
     finished = {p.name for p in (out / "candidates").iterdir()}
     assert finished >= {json.loads(p.read_text())["id"] for p in records}
+
+
+# ----------------------------------------------------------------------------- a rerun trusts only what verifies
+
+#: A two-candidate search (fold only, and prune 0.45, both FP32, no distillation): seconds per run.
+TINY = ["--ratio-step", "0.45", "--finetune-epochs", "0", "--min-retention", "0.5", "--threads", "1"]
+
+
+def tune_quietly(*args) -> tuple[int, str, str]:
+    """``avf tune ARGS`` in this process, without capsys (module fixtures use it too): (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            run(["tune", *map(str, args)])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny checkpoint (width 16, 200 videos, one epoch) and a profile that computes in FP32 only."""
+    from avf.deploy.profiles import load_profile
+
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root / "data", videos=200, classes=12, seed=3)
+    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
+                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"), epochs=1, batch_size=64,
+                        lr=3e-3, width=16, attention_width=16, heads=2, seed=0, threads=1))
+    profile = load_profile("jetson-orin-nano-8gb").model_dump()
+    profile.update(name="fp32-only", precisions=["fp32"], peak_tflops={"fp32": profile["peak_tflops"]["fp32"]})
+    (root / "fp32-only.yaml").write_text(json.dumps(profile))
+    return root, root / "run" / "best.pt", root / "fp32-only.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished(tiny):
+    """A finished tiny search; each test works on its own copy."""
+    root, checkpoint, profile = tiny
+    out = root / "finished"
+    code, _, stderr = tune_quietly(checkpoint, "--profile", profile, "-o", out, *TINY)
+    assert code == 0, stderr
+    assert len(list((out / "records").glob("r*.json"))) == 2
+    return out
+
+
+def copy_of(finished: Path, tmp_path: Path) -> tuple[Path, dict]:
+    import shutil
+
+    out = tmp_path / "tune"
+    shutil.copytree(finished, out)
+    return out, json.loads((out / "tune.json").read_text())
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def append_a_byte(out: Path, chosen: str, other: str) -> None:
+    with (out / "candidates" / chosen / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+
+
+def make_the_other_win(out: Path, chosen: str, other: str) -> None:
+    def win(record):
+        record["cost"].update(latency_p50_ms=0.0, latency_p99_ms=0.0)
+        record.update(retention=1.0, meets=True, rejected_because=[])
+
+    edit_json(out / "records" / f"{other}.json", win)
+
+
+def reshape_the_record(out: Path, chosen: str, other: str) -> None:
+    (out / "records" / f"{chosen}.json").write_text('{"id": 3}')  # valid JSON, not a record
+
+
+def delete_the_candidate(out: Path, chosen: str, other: str) -> None:
+    import shutil
+
+    shutil.rmtree(out / "candidates" / chosen)
+
+
+#: case -> (what is done to the finished folder, whose record the note names, what the note says)
+TAMPERING = {
+    "chosen model.onnx edited": (append_a_byte, "chosen", "does not match its recorded sha256"),
+    "record edited to win": (make_the_other_win, "other", "edited since it was written"),
+    "record of the wrong shape": (reshape_the_record, "chosen", "field 'id'"),
+    "chosen candidate deleted": (delete_the_candidate, "chosen", "is missing"),
+}
+
+
+@pytest.mark.parametrize("tampering", TAMPERING, ids=list(TAMPERING))
+def test_a_tampered_record_or_candidate_is_recomputed_and_never_shipped(tiny, finished, tmp_path, tampering):
+    from avf.data.vocabulary import file_sha256
+    from avf.tune.records import verified_record
+
+    _, checkpoint, profile = tiny
+    out, state = copy_of(finished, tmp_path)
+    chosen = state["chosen"]["id"]
+    other = next(p.stem for p in (out / "records").glob("r*.json") if p.stem != chosen)
+    tamper, which, problem = TAMPERING[tampering]
+    tamper(out, chosen, other)
+    victim = chosen if which == "chosen" else other
+    code, _, stderr = tune_quietly(checkpoint, "--profile", profile, "-o", out, *TINY)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    notes = [line for line in stderr.splitlines() if line.startswith("note: records/")]
+    assert len(notes) == 1 and f"records/{victim}.json" in notes[0] and problem in notes[0], stderr
+    assert "recomputed" in notes[0] and f"candidate {victim}: building" in stderr
+    # Rebuilt: its record verifies again, the choice is the honest one, and what is shipped is what was scored.
+    for path in (out / "records").glob("r*.json"):
+        assert verified_record(out, path)[1] is None
+    assert json.loads((out / "tune.json").read_text())["chosen"]["id"] == chosen
+    record = json.loads((out / "records" / f"{chosen}.json").read_text())
+    assert file_sha256(out / "artifact" / "model.onnx") == record["files"]["model.onnx"]
+    assert open_artifact(out / "artifact", deploying=True)["accepted"]
+    assert verify_manifest(out / "manifest.json") == []
+    assert json.loads((out / "records" / f"{other}.json").read_text())["cost"]["latency_p50_ms"] > 0
+
+
+def test_a_candidate_changed_after_it_was_verified_is_not_shipped(tiny, finished, tmp_path):
+    """The chosen candidate is checked as the copy that would replace OUT/artifact: a change after the
+    search verified it (another process, a disk fault) keeps the previous artifact."""
+    from avf.deploy.profiles import load_profile
+    from avf.errors import InputError
+    from avf.tune.records import verified_record
+    from avf.tune.run import _ship
+    from avf.tune.search import Context, TuneOptions
+
+    _, checkpoint, profile = tiny
+    out, state = copy_of(finished, tmp_path)
+    chosen = state["chosen"]["id"]
+    record, problem = verified_record(out, out / "records" / f"{chosen}.json")
+    assert problem is None
+    shipped = files_under(out / "artifact")
+    with (out / "candidates" / chosen / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    ctx = Context(options=TuneOptions(checkpoint=checkpoint, profile=str(profile), out=out),
+                  profile=load_profile(profile), out=out, data={"test": None}, max_latency_ms=10.0,
+                  max_memory_mib=2048.0, measure_reason="predicted here", cache=None)
+    with pytest.raises(InputError, match="changed during this run"):
+        _ship(ctx, record, dict(state))
+    assert files_under(out / "artifact") == shipped
+    assert [p for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("identity", [None, ["checkpoint"]], ids=["null", "list"])
+def test_a_tune_json_of_the_wrong_shape_is_one_error_line(tiny, finished, tmp_path, identity):
+    _, checkpoint, profile = tiny
+    out, _ = copy_of(finished, tmp_path)
+    edit_json(out / "tune.json", lambda state: state.update(identity=identity))
+    before = files_under(out)
+    code, _, stderr = tune_quietly(checkpoint, "--profile", profile, "-o", out, *TINY)
+    assert code == 2 and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:"), stderr
+    assert "tune.json" in stderr and "field 'identity'" in stderr
+    assert files_under(out) == before
+
+
+def test_an_input_replaced_at_the_same_path_is_named_not_mixed(tiny, tmp_path):
+    import shutil
+
+    root, _, profile = tiny
+    inputs = tmp_path / "inputs"
+    shutil.copytree(root / "data", inputs / "data")
+    shutil.copy(root / "run" / "best.pt", inputs / "model.pt")
+    out = tmp_path / "tune"
+    args = [inputs / "model.pt", "--profile", profile, "-o", out, "--eval", inputs / "data" / "validate*.tfrecord",
+            "--test", inputs / "data" / "test*.tfrecord", *TINY, "--time-budget", "0.00001"]
+    code, _, stderr = tune_quietly(*args)
+    assert code in (0, 3) and (out / "tune.json").is_file(), stderr  # the budget ends the search at once
+    other_shard = sorted((inputs / "data").glob("train*.tfrecord"))[0].read_bytes()
+    replacements = [(sorted((inputs / "data").glob("validate*.tfrecord"))[0], other_shard, "--eval data"),
+                    (sorted((inputs / "data").glob("test*.tfrecord"))[0], other_shard, "--test data"),
+                    (inputs / "model.pt", (root / "run" / "last.pt").read_bytes(), "checkpoint's content")]
+    for path, replacement, named in replacements:
+        original = path.read_bytes()
+        path.write_bytes(replacement)
+        before = files_under(out)
+        code, _, stderr = tune_quietly(*args)
+        assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+        assert "other settings" in stderr and named in stderr, stderr
+        assert files_under(out) == before
+        path.write_bytes(original)
+    code, _, stderr = tune_quietly(*args)
+    assert code in (0, 3) and "resuming:" in stderr, stderr
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tiny, tmp_path):
+    _, checkpoint, _ = tiny
+    out = tmp_path / "busy"
+    args = [checkpoint, "--profile", "x86-cpu", "-o", out, *TINY, "--bench-duration", "5"]  # 5 s per candidate
+    first = subprocess.Popen([sys.executable, "-m", "avf", "tune", *map(str, args)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "tune.json").is_file() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None and (out / "tune.json").is_file(), "the first run did not start its search"
+        state = (out / "tune.json").read_bytes()
+        code, _, stderr = tune_quietly(*args)
+        assert first.poll() is None, "the first run ended before the second was tried"
+        assert code == 2 and len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:"), stderr
+        assert "another avf process is using this tune folder" in stderr
+        assert (out / "tune.json").read_bytes() == state
+    finally:
+        first.terminate()
+        first.wait(timeout=120)

@@ -3,7 +3,9 @@
 Modules, one idea each: :mod:`space` (what may be tried on this profile and machine, and why
 the rest is not), :mod:`cache` (one pruned+distilled model per ratio, reused by every
 precision), :mod:`cost` (latency/memory measured with avf-bench here, or the roofline
-prediction, labelled), :mod:`workdir` (the resumable OUT folder), :mod:`search` (the strategy),
+prediction, labelled), :mod:`inputs` (every input checked before any output, identified by
+content), :mod:`workdir` (the resumable, locked OUT folder), :mod:`records` (records and
+candidates sealed when written, verified when read back), :mod:`search` (the strategy),
 :mod:`pareto` (the front and its plot), :mod:`outputs` (candidates files, chosen artifact,
 manifest).
 """

@@ -35,7 +35,10 @@ def dominates(record: dict, retention: float, latency_ms: float) -> bool:
 
 
 def plot(records: list[dict], out: Path, min_retention: float, status: str, chosen: str | None) -> bool:
-    """pareto.png: retention against latency and against size; False when matplotlib is missing."""
+    """pareto.png: retention against latency and against size; False when matplotlib is missing or
+    no candidate has a score yet (a budget spent before the first one: nothing to draw)."""
+    if not any(r.get("retention") is not None for r in records):
+        return False
     try:
         import matplotlib
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from avf.atomic import atomic_directory, atomic_write_text
 from avf.errors import InputError
 from avf.tune import pareto
-from avf.tune.search import Context, TuneOptions, reject_missing_data, search
+from avf.tune.inputs import check_inputs, describe_difference
+from avf.tune.records import HeldOut, discard, files_problem, read_sealed, seal, sha256_or_none, verified_record
+from avf.tune.search import Context, TuneOptions, search
 from avf.tune.space import backends_for, precisions_for, ratio_grid
 from avf.tune.workdir import open_workdir, write_state
 
@@ -32,23 +34,13 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
          on_plan: Callable[[int, float], None] = lambda total, seconds: None) -> dict:
     """Search, choose, write; returns the final state (``state["chosen"]`` is None when nothing meets every constraint)."""
     from avf.compress.export import require_onnx
-    from avf.compress.pipeline import _recorded
-    from avf.data.vocabulary import file_sha256
-    from avf.deploy.profiles import load_profile
-    from avf.train.checkpoint import load_checkpoint
 
     try:
         require_onnx()
     except ImportError as exc:
         raise InputError(None, str(exc)) from None
-    profile = load_profile(options.profile)
-    payload = load_checkpoint(options.checkpoint)
-    if (payload["model"].get("tokens", "single")) != "single":
-        raise InputError(options.checkpoint, "only single-token models can be compressed (and so tuned)")
-    settings = payload.get("settings") or {}
-    data = {"eval": reject_missing_data(options.eval or _recorded(settings.get("val")), "selection (--eval)", "--eval"),
-            "train": options.train or _recorded(settings.get("train")),
-            "calib": options.calib or _recorded(settings.get("train")), "test": options.test}
+    inputs = check_inputs(options)  # every refusal happens here, before the working folder is touched
+    profile, payload, data = inputs.profile, inputs.payload, inputs.specs
     precisions, skipped = precisions_for(profile)
     if "int8" in precisions and data["calib"] is None:
         precisions.remove("int8")
@@ -58,22 +50,27 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
     if data["train"] is None and options.finetune_epochs:
         grid = [0.0]
         notes.append("no training data (--train): pruning needs distillation, so only ratio 0 (fold only) was searched")
-    grid = _honourable(grid, payload, options.checkpoint, notes)
-    checkpoint_sha = file_sha256(options.checkpoint)
+    grid = _honourable(grid, payload, inputs.model, notes)
     identity = {key: (str(value) if isinstance(value, Path) else value)
                 for key, value in options.model_dump().items() if key not in IDENTITY_EXCLUDES}
-    identity.update(checkpoint_sha256=checkpoint_sha, profile_definition=profile.model_dump())
-    inputs = [options.checkpoint, data["train"], data["calib"], data["eval"], data["test"]]
-    state, resumed = open_workdir(options.out, identity, force=options.force, inputs=inputs)
-    out = Path(options.out)
+    identity.update(inputs.content)
+    with open_workdir(options.out, identity, force=options.force, inputs=inputs.paths,
+                      describe=describe_difference) as (state, resumed):
+        return _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan)
+
+
+def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan) -> dict:
+    """The search in the locked working folder, then the choice and everything written from it."""
     from avf.tune import cost as costs
     from avf.tune.cache import DistillCache
 
+    out, profile, data = Path(options.out), inputs.profile, inputs.specs
     reason = costs.measurable_here(profile)
     ctx = Context(options=options, profile=profile, out=out, data=data,
                   max_latency_ms=options.max_latency_ms or profile.budgets.latency_ms,
                   max_memory_mib=options.max_memory_mib or profile.budgets.memory_mib, measure_reason=reason,
-                  cache=DistillCache(out / "cache", checkpoint_sha), num_classes=payload["num_classes"],
+                  cache=DistillCache(out / "cache", inputs.content["checkpoint_sha256"]),
+                  num_classes=inputs.payload["num_classes"], loaded=inputs.data, reference=inputs.model,
                   on_record=on_record, say=say)
     _load_records(ctx)
     say(("resuming: " if resumed else "starting: ") + f"{len(ctx.records)} candidates already done; costs "
@@ -116,6 +113,7 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
         _ship(ctx, chosen, state)
     else:
         _unship(out)
+        state.pop("manifest", None)
     write_state(out, state)
     return state
 
@@ -150,7 +148,11 @@ def _summary(record: dict) -> dict:
 
 
 def _ship(ctx: Context, chosen: dict, state: dict) -> None:
-    """OUT/artifact (the chosen candidate, unchanged), manifest.json, and the held-out retention."""
+    """OUT/artifact (the chosen candidate, unchanged and verified), manifest.json, and the held-out retention.
+
+    The copies are hashed inside the temporary folder and compared with the record before it
+    replaces OUT/artifact: what is shipped is exactly what was scored, or the previous artifact stays.
+    """
     from avf.compress.pipeline import is_artifact
     from avf.deploy.bench_record import read_bench
     from avf.deploy.manifest import build_manifest, write_manifest
@@ -158,9 +160,15 @@ def _ship(ctx: Context, chosen: dict, state: dict) -> None:
     out = ctx.out
     source = out / chosen["artifact"]
     with atomic_directory(out / "artifact", True, ours=is_artifact, what="artifact folder") as tmp:
-        for entry in source.iterdir():
-            if not entry.name.startswith("."):
-                shutil.copy2(entry, tmp / entry.name)
+        for name in chosen["files"]:
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+        problem = files_problem(tmp, chosen["files"], chosen["artifact"])
+        if problem is None and chosen["bench"] and sha256_or_none(out / chosen["bench"]) != chosen["bench_sha256"]:
+            problem = f"{chosen['bench']} does not match its recorded sha256"
+        if problem is not None:
+            raise InputError(source, f"{problem}: it changed during this run, so it was not shipped (OUT/artifact is "
+                                     "unchanged); rerun the same command to recompute it")
     bench = read_bench(out / chosen["bench"]) if chosen["bench"] else None
     manifest = build_manifest(out / "artifact", ctx.profile, bench, manifest_path=out / "manifest.json")
     write_manifest(manifest, out / "manifest.json", force=True)
@@ -175,25 +183,26 @@ def _ship(ctx: Context, chosen: dict, state: dict) -> None:
 
 
 def held_out(ctx: Context, chosen: dict) -> dict:
-    """The chosen artifact against the FP32 PyTorch reference on --test data (cached per candidate)."""
+    """The chosen artifact against the FP32 PyTorch reference on --test data (cached per candidate and model)."""
     path = ctx.out / "records" / f"test-{chosen['id']}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    model_sha256 = chosen["files"]["model.onnx"]
+    if path.exists():
+        cached, problem = read_sealed(path, "tune held-out result", HeldOut)
+        if cached is not None and cached["model_sha256"] == model_sha256:
+            return cached
+        ctx.say(f"note: {path.relative_to(ctx.out)}: {problem or 'measured on another model.onnx'}; measuring it again")
     from avf.compress.pipeline import _torch_probabilities
     from avf.compress.retention import compare_on_data
     from avf.compress.runtime import OnnxModel
-    from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from avf.train.data import load_training_data
 
-    payload = load_checkpoint(ctx.options.checkpoint)
-    reference = model_from_checkpoint(payload, ctx.options.checkpoint).eval()
-    data = load_training_data(ctx.data["test"], payload["num_classes"])
-    comparison = compare_on_data(_torch_probabilities(reference), OnnxModel(ctx.out / chosen["artifact"] / "model.onnx"),
-                                 data)
-    result = {"data": data.sources_summary(), "videos": comparison["videos"], "reference_gap": comparison["reference"]["gap"],
-              "gap": comparison["compressed"]["gap"], "retention": comparison["ratios"]["gap"],
-              "f1_retention": comparison["ratios"]["f1"],
-              "method": "FP32 PyTorch reference vs the artifact in ONNX Runtime CPU on held-out --test data"}
+    data = ctx.loaded["test"]
+    comparison = compare_on_data(_torch_probabilities(ctx.reference), OnnxModel(ctx.out / "artifact" / "model.onnx"),
+                                 data)  # the shipped copy, verified as it was written
+    result = seal({"data": data.sources_summary(), "videos": comparison["videos"],
+                   "reference_gap": comparison["reference"]["gap"], "gap": comparison["compressed"]["gap"],
+                   "retention": comparison["ratios"]["gap"], "f1_retention": comparison["ratios"]["f1"],
+                   "model_sha256": model_sha256,
+                   "method": "FP32 PyTorch reference vs the artifact in ONNX Runtime CPU on held-out --test data"})
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -228,17 +237,18 @@ def write_candidates(out: Path, records: list[dict]) -> None:
 
 
 def _load_records(ctx: Context) -> None:
+    """The earlier runs' candidates whose records and files verify; the rest are discarded (with a note) and rebuilt."""
     folder = ctx.out / "records"
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("r*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except ValueError:
-            path.unlink()  # atomic writes make this unlikely; a damaged record is redone
+        record, problem = verified_record(ctx.out, path)
+        if record is None:
+            ctx.say(f"note: {path.relative_to(ctx.out)}: {problem}; candidate {path.stem} is not trusted and will "
+                    "be recomputed")
+            discard(ctx.out, path.stem)
             continue
-        if (ctx.out / record["artifact"] / "report.json").is_file():
-            ctx.records[record["id"]] = record
+        ctx.records[record["id"]] = record
 
 
 def _planned(grid: int, precisions: int) -> int:
@@ -248,16 +258,14 @@ def _planned(grid: int, precisions: int) -> int:
     return max(1, precisions * (math.ceil(math.log2(max(grid, 2))) + 1) + 4)
 
 
-def _honourable(grid: list[float], payload: dict, checkpoint: Path, notes: list[str]) -> list[float]:
+def _honourable(grid: list[float], payload: dict, model, notes: list[str]) -> list[float]:
     """The ratios the model's widths can honour (multiples of 8); the rest are dropped and named."""
     from avf.compress.fold import fold_model
     from avf.compress.pipeline import _probe_inputs
     from avf.compress.prune import check_ratio_honoured, hidden_widths, prune_channels
-    from avf.train.checkpoint import model_from_checkpoint
 
     if grid == [0.0]:
         return grid
-    model = model_from_checkpoint(payload, checkpoint).eval()
     folded = fold_model(model, _probe_inputs(None, model)).model
     config, kept, dropped = payload["model"], [0.0], []
     for ratio in grid[1:]:

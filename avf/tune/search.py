@@ -13,7 +13,8 @@ budgets are checked on every candidate; the winner is the best one by ``--object
 those that meet every constraint.
 
 Every candidate is an ordinary avf-compress artifact (``OUT/candidates/ID``) with a record in
-``OUT/records/ID.json`` written last: a rerun skips every recorded candidate, and the distilled
+``OUT/records/ID.json`` written last, sealed with the sha256 of its files and of itself
+(:mod:`avf.tune.records`): a rerun skips every candidate whose record verifies, and the distilled
 model of each ratio is cached (:mod:`avf.tune.cache`), so resuming costs only the candidate that
 was in flight.
 """
@@ -31,14 +32,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from avf.atomic import atomic_write_text
-from avf.errors import InputError
+from avf.data.vocabulary import file_sha256
+from avf.tune.records import Sensitivity, candidate_files, discard, read_sealed, seal
 from avf.tune.space import CALIBRATIONS, Setting
 
 Objective = Literal["latency", "size", "energy"]
 
 
 class TuneOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf are no settings
 
     checkpoint: Path
     profile: str
@@ -81,6 +83,8 @@ class Context:
     measure_reason: str | None  # None: measured here
     cache: object
     num_classes: int = 0
+    loaded: dict = field(default_factory=dict)  # role -> TrainingData, checked before the search (avf.tune.inputs)
+    reference: object = None  # the checkpoint's model: the FP32 reference
     started: float = field(default_factory=time.monotonic)
     on_record: Callable[[dict], None] = lambda record: None
     say: Callable[[str], None] = lambda line: None
@@ -91,16 +95,13 @@ class Context:
 
 
 def evaluate(ctx: Context, setting: Setting) -> dict:
-    """Build, score and cost one candidate (or return its record from an earlier run)."""
+    """Build, score and cost one candidate (or return its verified record from an earlier run)."""
     if setting.id in ctx.records:
         return ctx.records[setting.id]
-    record_path = ctx.out / "records" / f"{setting.id}.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        ctx.records[setting.id] = record
-        return record
     if ctx.seconds_left() <= 0:
         raise BudgetSpent()
+    record_path = ctx.out / "records" / f"{setting.id}.json"
+    discard(ctx.out, setting.id)  # no verified record: whatever is in its slot is built afresh
     from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
 
     o = ctx.options
@@ -146,6 +147,9 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
               "seconds": round(time.monotonic() - started, 2)}
     record["rejected_because"] = misses(ctx, record)
     record["meets"] = not record["rejected_because"]
+    record["files"] = candidate_files(folder)
+    record["bench_sha256"] = None if bench_path is None else file_sha256(bench_path)
+    record = seal(record)
     record_path.parent.mkdir(exist_ok=True)
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     ctx.records[setting.id] = record
@@ -260,9 +264,14 @@ def sensitivity(ctx: Context, ratio: float) -> list[dict]:
     calibration shares); cached in ``records/sensitivity-rNN.json``.
     """
     path = ctx.out / "records" / f"sensitivity-r{round(ratio * 100):02d}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["layers"]
     fp32 = evaluate(ctx, Setting(ratio, "fp32"))
+    model_sha256 = fp32["files"]["model.onnx"]
+    if path.exists():
+        cached, problem = read_sealed(path, "tune sensitivity", Sensitivity)
+        if cached is not None and cached["model_sha256"] == model_sha256:
+            return cached["layers"]
+        ctx.say(f"note: {path.relative_to(ctx.out)}: {problem or 'measured on another FP32 model.onnx'}; "
+                "measuring it again")
     if ctx.seconds_left() <= 0:
         raise BudgetSpent()
     import tempfile
@@ -282,25 +291,17 @@ def sensitivity(ctx: Context, ratio: float) -> list[dict]:
             gap = _gap(OnnxModel(target, threads=ctx.options.threads), eval_data, EvaluationAccumulator)
             layers.append({"node": node, "gap_lost": fp32_gap - gap})
     layers.sort(key=lambda entry: -entry["gap_lost"])
-    atomic_write_text(path, json.dumps({"ratio": ratio, "fp32_gap": fp32_gap, "layers": layers,
-                                        "method": "GAP of the FP32 artifact minus GAP with only this layer INT8 "
-                                                  "(percentile calibration), on the selection data"}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(seal({"ratio": ratio, "fp32_gap": fp32_gap, "layers": layers,
+                                             "model_sha256": model_sha256,
+                                             "method": "GAP of the FP32 artifact minus GAP with only this layer INT8 "
+                                                       "(percentile calibration), on the selection data"}),
+                                       indent=2) + "\n")
     return layers
 
 
-_loaded: dict = {}
-
-
 def _data(ctx: Context, role: str):
-    from avf.train.data import load_training_data
-
-    key = (role, ctx.data[role], ctx.options.eval_size)
-    if key not in _loaded:
-        data = load_training_data(ctx.data[role], ctx.num_classes)
-        if role == "eval" and ctx.options.eval_size:
-            data = data.subset(np.arange(min(ctx.options.eval_size, len(data))))
-        _loaded[key] = data
-    return _loaded[key]
+    """The role's data as checked before the search (eval already cut to --eval-size)."""
+    return ctx.loaded[role]
 
 
 def _calibration(ctx: Context) -> list:
@@ -316,9 +317,3 @@ def _gap(model, data, accumulator_type) -> float:
         rgb, audio, labels = data.batch(np.arange(start, min(start + 512, len(data))))
         accumulator.add(model(rgb, audio), labels)
     return float(accumulator.result()["gap"])
-
-
-def reject_missing_data(spec: str | None, role: str, flag: str) -> str:
-    if spec is None:
-        raise InputError(None, f"avf tune needs {role} data: pass {flag} (the checkpoint records none that exists here)")
-    return spec

@@ -1,9 +1,11 @@
 """OUT is a working folder that outlives one run: a rerun of the same command continues the search.
 
-Recognised by ``tune.json`` (format ``avf-tune``). A folder that is not ours is refused, even
-with ``--force``; ours with other settings is refused unless ``--force`` (which starts over).
-Every finished file is written atomically, so a kill -9 loses at most the candidate in flight;
-its temporary leftovers (``.name.*.tmp``) are cleared on the next start.
+Recognised by ``tune.json`` (format ``avf-tune``), whose ``identity`` (the settings and the content
+of every input) says which search it holds. A folder that is not ours is refused, even with
+``--force``; ours with other settings is refused unless ``--force`` (which starts over). One run
+at a time: the folder is locked (:func:`avf.atomic.folder_lock`) for the whole run, before anything
+in it is read or changed. Every finished file is written atomically, so a kill -9 loses at most
+the candidate in flight; its temporary leftovers (``.name.*.tmp``) are cleared on the next start.
 """
 
 from __future__ import annotations
@@ -11,39 +13,62 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
-from avf.atomic import atomic_write_text, check_output, json_file_says
+from pydantic import BaseModel, ConfigDict
+
+from avf.atomic import atomic_write_text, check_output, folder_lock, json_file_says, temporary_prefix
+from avf.documents import read_document
 from avf.errors import InputError
 
 STATE = "tune.json"
+VERSION = 2  # 2: records sealed and carrying their candidates' sha256; inputs identified by content
 is_tune_folder = json_file_says(STATE, "format", "avf-tune")
 SUBFOLDERS = ("candidates", "records", "bench", "cache")
 
 
-def open_workdir(out: Path, identity: dict, *, force: bool, inputs) -> tuple[dict, bool]:
-    """Check OUT and make it ready; returns (state, resumed)."""
+class TuneState(BaseModel):
+    """What a rerun reads back from tune.json: the folder's identity (the rest is rewritten every run)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["avf-tune"]
+    version: int
+    identity: dict[str, Any]
+    status: str
+    runs: int = 0
+
+
+@contextmanager
+def open_workdir(out: Path, identity: dict, *, force: bool, inputs,
+                 describe=lambda key: key) -> Iterator[tuple[dict, bool]]:
+    """Check OUT, lock it and make it ready; yields (state, resumed) with the lock held."""
     out = Path(out)
+    ours = out.exists() and is_tune_folder(out)
     empty = out.is_dir() and not any(out.iterdir())
-    if out.exists() and is_tune_folder(out):
-        state = json.loads((out / STATE).read_text())
-        check_output(out, force=True, directory=True, inputs=inputs, ours=is_tune_folder, what="tune folder")
-        if state.get("identity") == identity and not force:
-            _clear_leftovers(out)
-            return state, True
-        if not force:
-            differing = sorted(k for k in set(identity) | set(state.get("identity", {}))
-                               if identity.get(k) != state.get("identity", {}).get(k))
-            raise InputError(out, f"holds a search with other settings ({', '.join(differing)} differ); pass --force "
-                                  "to start it over, or choose another folder")
-        _empty(out)
-    else:
-        check_output(out, force=force or empty, directory=True, inputs=inputs,
-                     ours=lambda folder: empty, what="tune folder")
+    check_output(out, force=ours or force or empty, directory=True, inputs=inputs,
+                 ours=is_tune_folder if ours else (lambda folder: empty), what="tune folder")
     out.mkdir(parents=True, exist_ok=True)
-    state = {"format": "avf-tune", "version": 1, "identity": identity, "status": "running"}
-    write_state(out, state)
-    return state, False
+    with folder_lock(out, "tune folder"):
+        if ours and not force:
+            state = read_document(out / STATE, "tune folder state", TuneState)[0]
+            if state["identity"] != identity or state["version"] != VERSION:
+                differing = sorted(k for k in set(identity) | set(state["identity"])
+                                   if identity.get(k) != state["identity"].get(k))
+                named = "; ".join(describe(k) for k in differing) or f"tune.json version {state['version']}"
+                raise InputError(out, f"holds a search with other settings (changed: {named}); pass --force "
+                                      "to start it over, or choose another folder")
+            _clear_leftovers(out)
+            yield state, True
+            return
+        if ours:
+            _empty(out)
+        state = {"format": "avf-tune", "version": VERSION, "identity": identity, "status": "running"}
+        write_state(out, state)
+        yield state, False
 
 
 def write_state(out: Path, state: dict) -> None:
@@ -62,7 +87,7 @@ def _clear_leftovers(out: Path) -> None:
 
 def _empty(out: Path) -> None:
     """--force on our own folder: move everything aside, then delete it."""
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(out, ".old"), suffix=".old", dir=out.parent))
     for entry in out.iterdir():
         entry.rename(trash / entry.name)
     shutil.rmtree(trash, ignore_errors=True)
