@@ -205,7 +205,7 @@ def test_distillation_from_teacher_checkpoints(data, tmp_path):
 
 
 def test_cli_validates_recipe_options(data, tmp_path):
-    from tests.test_cli_contract import cli
+    from cli_harness import cli
 
     base = ["train", "-m", "fc_early_fusion", "--train", data / "train*.tfrecord", "--width", 16, "--threads", 1]
     for bad, mention in ((["--ema", 1], "--ema"), (["--distill-weight", 2], "--distill-weight"),
