@@ -376,7 +376,9 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
 
-    writer = _tensorboard(out) if dist.main else None
+    # TensorBoard's folder is made with the first checkpoint, never before: a run killed before it leaves
+    # no folder that is neither empty nor recognisably a run (which even --force would refuse)
+    writer = None
     loss_fn = torch.nn.BCEWithLogitsLoss()
     run_info = {
         "parameters": count_parameters(model),
@@ -477,6 +479,7 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
                                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                          "torch_rng": torch.get_rng_state()})
             _write_history(out, history, settings, run_info)
+            writer = writer or _tensorboard(out)
             if writer is not None:
                 for key, value in row.items():
                     if isinstance(value, (int, float)) and key != "epoch":
