@@ -1,8 +1,24 @@
-"""One exception family for bad user input, so the CLI can print one line and exit 2."""
+"""One exception family for bad user input, so the CLI can print one line and exit 2; the exit codes."""
 
 from __future__ import annotations
 
+from enum import IntEnum
 from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """What every avf command's exit status means (the README's table), defined here once."""
+
+    #: Done.
+    OK = 0
+    #: ``avf-deploy verify`` found a missing or changed file.
+    MISMATCH = 1
+    #: Bad input: one ``error:`` line, nothing written.
+    BAD_INPUT = 2
+    #: Written, but below its bar: an artifact rejected by the retention gate, a manifest that is not
+    #: deployable, an ``avf tune`` search where no candidate meets every constraint. A fleet script can
+    #: tell it from success and from bad input.
+    BELOW_BAR = 3
 
 
 class InputError(ValueError):

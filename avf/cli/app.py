@@ -22,7 +22,7 @@ from avf.cli.progress import stderr  # noqa: E402
 from avf.cli.model_commands import models_command  # noqa: E402
 from avf.cli.train_commands import eval_command, train_command  # noqa: E402
 from avf.cli.tune_commands import tune_command  # noqa: E402
-from avf.errors import InputError  # noqa: E402
+from avf.errors import ExitCode, InputError  # noqa: E402
 
 
 class _RootGroup(TyperGroup):
@@ -124,7 +124,7 @@ def _install_signal_handlers() -> dict:
     return previous
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def fail(message: str, code: int = ExitCode.BAD_INPUT) -> NoReturn:
     """The one error path: ``error: <message>`` on one stderr line (no markup, brackets kept), exit ``code``."""
     text = Text("error:", style="bold red")
     text.append(" " + " ".join(str(message).split()))

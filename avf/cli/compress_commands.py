@@ -11,10 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from avf.cli.progress import count_progress, note, stderr
+from avf.errors import ExitCode
 
 stdout = Console()
-#: Exit code of an artifact written but rejected by the retention gate.
-REJECTED = 3
 
 
 def compress_command(
@@ -39,8 +38,7 @@ def compress_command(
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Fold, prune, quantize and export a trained model; verify its accuracy; exit 3 if rejected."""
-    from pydantic import ValidationError
-
+    from avf.cli.options import validated
     from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
     from avf.errors import InputError
 
@@ -53,22 +51,18 @@ def compress_command(
             ("--train", train is not None, "--prune", prune and finetune_epochs)):
         if given and not applies:
             note(f"{option} does nothing without {needs}")
-    try:
-        options = CompressOptions(
-            checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune, finetune_epochs=finetune_epochs,
-            train=train, precision=chosen[0] if chosen else "fp32", calib=calib, calib_method=calib_method,
-            calib_size=calib_size, eval=eval_data, eval_size=eval_size, min_retention=min_retention, backend=backend,
-            seed=seed)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise InputError(None, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    options = validated(
+        CompressOptions, None, checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune,
+        finetune_epochs=finetune_epochs, train=train, precision=chosen[0] if chosen else "fp32", calib=calib,
+        calib_method=calib_method, calib_size=calib_size, eval=eval_data, eval_size=eval_size,
+        min_retention=min_retention, backend=backend, seed=seed)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     try:
         report = compress(options, say=say, progress=count_progress)
     except CompressionRejected as rejected:
         stderr.print(Text("rejected:", style="bold red") + Text(f" {rejected.reason}; the artifact is kept in "
                      f"{rejected.artifact} and marked rejected in its report.json"), soft_wrap=True, highlight=False)
-        raise typer.Exit(REJECTED) from None
+        raise typer.Exit(ExitCode.BELOW_BAR) from None
     print_summary(report, options.artifact_dir())
 
 

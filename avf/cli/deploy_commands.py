@@ -11,10 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.errors import ExitCode
+
 stdout = Console()
-#: Exit code of a command whose output was written but does not meet its bar (a rejected artifact,
-#: a manifest that is not deployable), so a fleet script can tell it from success and from bad input.
-NOT_DEPLOYABLE = 3
 
 
 def profiles_command(
@@ -180,7 +179,7 @@ def manifest_command(
     for reason in manifest.decision.reasons:
         stdout.print(f"  - {reason}", markup=False)
     if not manifest.decision.deployable:
-        raise typer.Exit(NOT_DEPLOYABLE)
+        raise typer.Exit(ExitCode.BELOW_BAR)
 
 
 @deploy_app.command("verify")
@@ -193,7 +192,7 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
     if problems:
         for problem in problems:
             stderr.print(Text("mismatch:", style="bold red") + Text(f" {problem}"), soft_wrap=True, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.MISMATCH)
     stdout.print(f"{manifest}: every file matches its sha256", markup=False)
 
 

@@ -52,28 +52,28 @@ def train_command(
     precision: Precision = typer.Option(Precision.auto, "--precision", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: the cores this process may use)."),
     prior_init: bool = typer.Option(True, "--prior-init/--no-prior-init",
-                                    help="Start the classifier bias at the training label priors (log-odds)."),
+                            help="Start the classifier bias at the training label priors (log-odds)."),
     identity_attention: bool = typer.Option(False, "--identity-attention",
-                                            help="Start attention value/output projections at the identity."),
+                                    help="Start attention value/output projections at the identity."),
     batch_norm: bool = typer.Option(False, "--batch-norm", help="BatchNorm after every Linear of the FC stacks."),
     ema: float = typer.Option(0.0, "--ema", min=0.0, help="Exponential moving average of the weights, decay per "
                               "step, e.g. 0.999 (0: off); best.pt holds the averaged weights."),
     early_stop: int = typer.Option(0, "--early-stop", min=0, help="Stop after this many epochs without a better "
-                                   "validation GAP (0: off)."),
+                           "validation GAP (0: off)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", min=0.0,
-                                          help="Targets (1-e)*labels + e*class prior (0: off)."),
+                                  help="Targets (1-e)*labels + e*class prior (0: off)."),
     mixup: float = typer.Option(0.0, "--mixup", min=0.0, help="Mixup Beta(a, a) of inputs and targets (0: off)."),
     distill_from: list[str] = typer.Option(None, "--distill-from", help="Teacher checkpoint (repeatable: an "
-                                           "ensemble's mean); its probabilities become soft targets."),
+                                   "ensemble's mean); its probabilities become soft targets."),
     distill_weight: float = typer.Option(0.5, "--distill-weight", min=0.0, max=1.0,
-                                         help="Weight of the soft targets (the labels get 1 - w)."),
+                                 help="Weight of the soft targets (the labels get 1 - w)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run avf wrote (only the "
                                "run's own files are rewritten; any other folder is refused)."),
 ) -> None:
     """Train a registry model (AdamW, BCE); checkpoints best.pt/last.pt, logs metrics.csv/json."""
-    from pydantic import ValidationError
-
+    from avf.cli.options import given as _given
+    from avf.cli.options import validated
     from avf.cli.progress import note
     from avf.errors import InputError
     from avf.train.loop import TrainSettings
@@ -81,18 +81,14 @@ def train_command(
 
     if resume and force:
         raise InputError(None, "--resume continues the run in --out and --force starts it over: choose one")
-    try:
-        settings = TrainSettings(model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
-                                 lr=lr, weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
-                                 seed=seed, num_classes=classes, width=width, attention_width=attention_width,
-                                 dropout=dropout, heads=heads, device=device.value, precision=precision.value,
-                                 threads=threads, prior_init=prior_init, identity_attention=identity_attention,
-                                 batch_norm=batch_norm, ema=ema, early_stop=early_stop, label_smoothing=label_smoothing,
-                                 mixup=mixup, distill_from=list(distill_from or []), distill_weight=distill_weight)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        option = {"num_classes": "classes"}.get(str(first["loc"][0]), str(first["loc"][0]))
-        raise InputError(None, f"--{option.replace('_', '-')}: {first['msg']}") from None
+    settings = validated(TrainSettings, {"num_classes": "--classes"},
+                         model=model, train=train, val=val, out=str(out), epochs=epochs or 20, batch_size=batch_size,
+                         lr=lr, weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
+                         seed=seed, num_classes=classes, width=width, attention_width=attention_width,
+                         dropout=dropout, heads=heads, device=device.value, precision=precision.value,
+                         threads=threads, prior_init=prior_init, identity_attention=identity_attention,
+                         batch_norm=batch_norm, ema=ema, early_stop=early_stop, label_smoothing=label_smoothing,
+                         mixup=mixup, distill_from=list(distill_from or []), distill_weight=distill_weight)
     given = {_SETTING_OF_OPTION[name] for name in ctx.params if name in _SETTING_OF_OPTION and _given(ctx, name)}
     if "distill_weight" in given and not distill_from and not resume:
         note("--distill-weight does nothing without --distill-from")
@@ -111,10 +107,6 @@ _SETTING_OF_OPTION = {"model": "model", "train": "train", "val": "val", "batch_s
                       "early_stop": "early_stop", "label_smoothing": "label_smoothing", "mixup": "mixup",
                       "distill_from": "distill_from", "distill_weight": "distill_weight"}
 
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def eval_command(

@@ -12,10 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from avf.cli.progress import stderr
+from avf.errors import ExitCode
 
 _stdout = Console()
-#: Exit code when no candidate meets every constraint (outputs written, nothing chosen).
-NONE_MEETS = 3
 
 
 def tune_command(
@@ -43,30 +42,24 @@ def tune_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
-    from pydantic import ValidationError
-
-    from avf.errors import InputError
+    from avf.cli.options import validated
     from avf.threads import default_threads
     from avf.tune.run import tune
     from avf.tune.search import TuneOptions
 
-    try:
-        options = TuneOptions(
-            checkpoint=checkpoint, profile=profile, out=out, force=force, min_retention=min_retention,
-            max_latency_ms=max_latency_ms, max_memory_mib=max_memory_mib, batch=batch, objective=objective,
-            calib=calib, train=train, eval=eval_data, test=test, time_budget=time_budget,
-            finetune_epochs=finetune_epochs, calib_size=calib_size, eval_size=eval_size, ratio_step=ratio_step,
-            max_keep_float=max_keep_float, bench_duration=bench_duration, threads=threads or default_threads(),
-            seed=seed)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise InputError(None, f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    options = validated(
+        TuneOptions, None, checkpoint=checkpoint, profile=profile, out=out, force=force, min_retention=min_retention,
+        max_latency_ms=max_latency_ms, max_memory_mib=max_memory_mib, batch=batch, objective=objective,
+        calib=calib, train=train, eval=eval_data, test=test, time_budget=time_budget,
+        finetune_epochs=finetune_epochs, calib_size=calib_size, eval_size=eval_size, ratio_step=ratio_step,
+        max_keep_float=max_keep_float, bench_duration=bench_duration, threads=threads or default_threads(),
+        seed=seed)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with _search_progress() as (on_plan, on_record):
         state = tune(options, say=say, on_record=on_record, on_plan=on_plan)
     _print(state, options)
     if state["chosen"] is None:
-        raise typer.Exit(NONE_MEETS)
+        raise typer.Exit(ExitCode.BELOW_BAR)  # outputs written, nothing chosen
 
 
 @contextmanager
