@@ -4,8 +4,8 @@ A second route to TensorRT beside ONNX -> TensorRT (:mod:`avf.compress.tensorrt_
 model never leaves PyTorch. It goes through Torch-TensorRT's public AOT API,
 ``torch_tensorrt.compile(module, ir="dynamo", inputs=[Input(min/opt/max shapes)],
 enabled_precisions={...})`` and ``torch_tensorrt.save(..., "model.ep", ...)`` (an ExportedProgram
-that ``torch.export.load(path).module()`` runs again), with the batch range 1-8-64 of the ONNX
-engines. FP16 is ``enabled_precisions={torch.float16}``. INT8 follows Torch-TensorRT's documented
+that ``torch.export.load(path).module()`` runs again, in :mod:`avf.runtime.torch_tensorrt_program`),
+with the batch range 1-8-64 of the ONNX engines. FP16 is ``enabled_precisions={torch.float16}``. INT8 follows Torch-TensorRT's documented
 PTQ route: NVIDIA Model Optimizer's ``mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop)``
 calibrated on the same videos the ONNX INT8 artifact is calibrated on, then compiled with
 ``enabled_precisions={torch.int8}``. Without the extra or a GPU, :func:`unavailable_reason` says so
@@ -88,24 +88,3 @@ def compile_and_save(model, folder: Path, precision: str, rgb_dim: int, audio_di
     facts["device"] = torch.cuda.get_device_name(torch.cuda.current_device())
     return facts
 
-
-class TorchTensorRTModel:
-    """Runs a saved ``model.ep`` on the GPU: numpy in, probabilities out (the avf-bench contract)."""
-
-    def __init__(self, path: Path):
-        reason = unavailable_reason()
-        if reason:
-            raise InputError(path, f"--backend torch-tensorrt: {reason}")
-        if not Path(path).is_file():
-            raise InputError(path, "no Torch-TensorRT program: compress with --backend torch-tensorrt")
-        import torch
-        import torch_tensorrt  # noqa: F401  (registers the TensorRT runtime ops the program calls)
-
-        self.torch = torch
-        self.module = torch.export.load(str(path)).module()
-
-    def __call__(self, rgb, audio):
-        torch = self.torch
-        with torch.no_grad():
-            out = self.module(torch.from_numpy(rgb).cuda(), torch.from_numpy(audio).cuda())
-        return out.float().cpu().numpy()
