@@ -104,11 +104,12 @@ def main() -> None:
                                       calib_size=args.calib_size, eval=args.eval, min_retention=0.0)
             try:
                 report = compress(options, say=lambda line: print("   ", line, flush=True))
-            except CompressionRejected:  # min_retention 0: never, but keep the row honest if it happens
-                report = json.loads((out / "report.json").read_text())
+            except CompressionRejected as rejected:  # min_retention 0: never, but keep the row honest if it happens
+                report = rejected.report
             model = OnnxModel(out / "model.onnx", threads=args.threads)
-            add(name, lambda m=model: m(rgb1, audio1), report["files"]["model.onnx"]["bytes"], report["parameters"],
-                report["retention"], note="; ".join(f"{s['stage']}" for s in report["stages"]))
+            retention = report.retention.model_dump(mode="json") if report.retention else None
+            add(name, lambda m=model: m(rgb1, audio1), report.files["model.onnx"].bytes, report.parameters,
+                retention, note="; ".join(stage.stage for stage in report.stages))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_results(args, payload, rows, eval_data)

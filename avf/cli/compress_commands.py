@@ -1,7 +1,13 @@
-"""``avf compress`` (also ``avf-compress``)."""
+"""``avf compress`` (also ``avf-compress``).
+
+Every option's default and limits are CompressOptions' own (:func:`avf.cli.options.option`); the precision
+flags (``--fp16``, ``--int8``, ...) come from the precision registry (:mod:`avf.compress.precisions`).
+"""
 
 from __future__ import annotations
 
+import inspect
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -10,50 +16,82 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.cli.options import given, option, validated
 from avf.cli.progress import count_progress, note, stderr
+from avf.compress.options import CompressOptions
+from avf.compress.precisions import DEFAULT, PRECISIONS, precision_named
+from avf.compress.report import ArtifactReport
 from avf.errors import ExitCode
 
 stdout = Console()
 
+_option = partial(option, CompressOptions)
+#: The precisions a flag selects, by the name of the flag's parameter (--int8-dynamic: int8_dynamic).
+_FLAGGED = {p.flag.removeprefix("--").replace("-", "_"): p for p in PRECISIONS.values() if p.flag}
 
+
+def _with_precision_flags(after: str):
+    """Give the command one flag per flagged precision of the registry, placed after its option ``after``; the
+    command receives them in ``**precision_flags``. Typer reads a command's options from its signature, so the
+    flags are added there."""
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)
+        flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                   default=typer.Option(False, p.flag, help=p.help)) for name, p in _FLAGGED.items()]
+        params = []
+        for param in signature.parameters.values():
+            if param.kind is not param.VAR_KEYWORD:
+                params.append(param.replace(kind=param.KEYWORD_ONLY))  # keyword-only: any order is a valid signature
+            if param.name == after:
+                params += flags
+        command.__signature__ = signature.replace(parameters=params)
+        return command
+
+    return add
+
+
+@_with_precision_flags(after="train")
 def compress_command(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train` (best.pt, or a copy)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Artifact directory (default: CHECKPOINT-STEM.PRECISION beside it)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing artifact directory."),
-    fold: bool = typer.Option(True, "--fold/--no-fold", help="Lossless folding (dropout, single-token attention, linear maps)."),
-    prune: float = typer.Option(None, "--prune", help="Fraction of hidden channels to remove, e.g. 0.5."),
-    finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0, help="Distillation epochs after pruning."),
-    train: str = typer.Option(None, "--train", help="Fine-tune data (default: the checkpoint's training data)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights and arithmetic."),
-    int8: bool = typer.Option(False, "--int8", help="Static INT8 (QDQ: per-channel symmetric weights, symmetric activations)."),
-    int8_dynamic: bool = typer.Option(False, "--int8-dynamic", help="Weights-only INT8 for CPUs."),
-    int4: bool = typer.Option(False, "--int4", help="4-bit weight-only matrices (ONNX Runtime MatMulNBits) for CPUs."),
-    calib: str = typer.Option(None, "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
-    calib_method: str = typer.Option("percentile", "--calib-method", help="entropy, percentile (99.999) or minmax."),
-    calib_size: int = typer.Option(1024, "--calib-size", min=1, help="Calibration videos (a seeded random sample)."),
-    eval_data: str = typer.Option(None, "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
-    eval_size: int = typer.Option(None, "--eval-size", min=1, help="Evaluate on the first N videos only."),
-    min_retention: float = typer.Option(0.99, "--min-retention", help="Reject below this fraction of the reference GAP."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan) or torch-tensorrt (model.ep)."),
-    seed: int = typer.Option(0, "--seed", min=0),
+    out: Path = _option("out", "--out", "-o", help="Artifact directory (default: CHECKPOINT-STEM.PRECISION beside it)."),
+    force: bool = _option("force", "--force", help="Replace an existing artifact directory."),
+    fold: bool = _option("fold", "--fold/--no-fold", help="Lossless folding (dropout, single-token attention, linear maps)."),
+    prune: float = _option("prune", "--prune", help="Fraction of hidden channels to remove, e.g. 0.5."),
+    finetune_epochs: int = _option("finetune_epochs", "--finetune-epochs", min=0, help="Distillation epochs after pruning."),
+    train: str = _option("train", "--train", help="Fine-tune data (default: the checkpoint's training data)."),
+    calib: str = _option("calib", "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
+    calib_method: str = _option("calib_method", "--calib-method", help="entropy, percentile (99.999) or minmax."),
+    calib_size: int = _option("calib_size", "--calib-size", min=1, help="Calibration videos (a seeded random sample)."),
+    eval_data: str = _option("eval", "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
+    eval_size: int = _option("eval_size", "--eval-size", min=1, help="Evaluate on the first N videos only."),
+    min_retention: float = _option("min_retention", "--min-retention", help="Reject below this fraction of the reference GAP."),
+    backend: str = _option("backend", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan) or torch-tensorrt (model.ep)."),
+    seed: int = _option("seed", "--seed", min=0),
+    **precision_flags: bool,
 ) -> None:
     """Fold, prune, quantize and export a trained model; verify its accuracy; exit 3 if rejected."""
-    from avf.cli.options import validated
-    from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
+    from avf.compress.pipeline import CompressionRejected, compress
     from avf.errors import InputError
 
-    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int8-dynamic", int8_dynamic), ("int4", int4)) if flag]
+    chosen = [p.name for name, p in _FLAGGED.items() if precision_flags[name]]
     if len(chosen) > 1:
-        raise InputError(None, f"choose one precision, not {' and '.join('--' + c for c in chosen)}")
-    for option, given, needs, applies in (
-            ("--calib", calib is not None, "--int8", int8), ("--calib-method", calib_method != "percentile", "--int8", int8),
-            ("--calib-size", calib_size != 1024, "--int8", int8), ("--finetune-epochs", finetune_epochs != 1, "--prune", prune),
-            ("--train", train is not None, "--prune", prune and finetune_epochs)):
-        if given and not applies:
-            note(f"{option} does nothing without {needs}")
+        raise InputError(None, f"choose one precision, not {' and '.join(PRECISIONS[c].flag for c in chosen)}")
+    precision = chosen[0] if chosen else DEFAULT
+    calibrates = precision_named(precision).calibrates
+    calibrating_flags = " or ".join(p.flag for p in PRECISIONS.values() if p.calibrates)
+    for flag, name, needs, applies in (
+            ("--calib", "calib", calibrating_flags, calibrates),
+            ("--calib-method", "calib_method", calibrating_flags, calibrates),
+            ("--calib-size", "calib_size", calibrating_flags, calibrates),
+            ("--finetune-epochs", "finetune_epochs", "--prune", prune),
+            ("--train", "train", "--prune", prune and finetune_epochs)):
+        if given(ctx, name) and not applies:
+            note(f"{flag} does nothing without {needs}")
     options = validated(
-        CompressOptions, None, checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune,
-        finetune_epochs=finetune_epochs, train=train, precision=chosen[0] if chosen else "fp32", calib=calib,
+        CompressOptions, {"eval": "--eval"}, checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune,
+        finetune_epochs=finetune_epochs, train=train, precision=precision, calib=calib,
         calib_method=calib_method, calib_size=calib_size, eval=eval_data, eval_size=eval_size,
         min_retention=min_retention, backend=backend, seed=seed)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
@@ -66,22 +104,25 @@ def compress_command(
     print_summary(report, options.artifact_dir())
 
 
-def print_summary(report: dict, artifact: Path) -> None:
-    table = Table(title=escape(f"{report['model']['name']} -> {artifact}"), show_lines=False)
+def print_summary(report: ArtifactReport, artifact: Path) -> None:
+    report = ArtifactReport.model_validate(report)  # a report.json read back as a dict prints the same
+    table = Table(title=escape(f"{report.model.name} -> {artifact}"), show_lines=False)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("parameters", f"{report['parameters']:,}")
-    table.add_row("model.onnx", f"{report['files']['model.onnx']['bytes'] / 1e6:.1f} MB")
-    retention = report["retention"]
-    if retention:
-        ref, new = retention["reference"], retention["compressed"]
+    table.add_row("parameters", f"{report.parameters:,}")
+    table.add_row("model.onnx", f"{report.model_file.bytes / 1e6:.1f} MB")
+    retention = report.retention
+    if retention is not None:
+        ref, new = retention.reference, retention.compressed
         for key in ("gap", "map", "f1", "hit_at_one"):
-            ratio = retention["ratios"].get(key)
+            ratio = retention.ratios.get(key)
             kept = f"{ratio:.2%}" if ratio is not None else "ratio n/a: reference is 0"
             table.add_row(key.upper() if key != "hit_at_one" else "Hit@1", f"{ref[key]:.4f} -> {new[key]:.4f} ({kept})")
-        agreement = next(k for k in retention if k.endswith("_agreement"))
-        table.add_row(agreement.replace("_", " "), f"{retention[agreement]:.2%}")
-        table.add_row("max probability difference", f"{retention['max_probability_difference']:.2e}")
-    table.add_row("tensorrt", escape(report["tensorrt"].get("file") or report["tensorrt"]["reason"]))
-    table.add_row("verdict", escape(("accepted: " if report["accepted"] else "rejected: ") + report["reason"]))
+        if retention.agreement is not None:
+            name, share = retention.agreement
+            table.add_row(name.replace("_", " "), f"{share:.2%}")
+        table.add_row("max probability difference", f"{retention.max_probability_difference:.2e}")
+    if report.tensorrt is not None:
+        table.add_row("tensorrt", escape(report.tensorrt.file or report.tensorrt.reason or ""))
+    table.add_row("verdict", escape(("accepted: " if report.accepted else "rejected: ") + report.reason))
     stdout.print(table)

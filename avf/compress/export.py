@@ -6,6 +6,7 @@ returns probabilities directly; the batch axis is dynamic and named ``batch``.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -39,22 +40,34 @@ def require_onnx():
     return onnx
 
 
-def export_onnx(model: nn.Module, path: str | Path, rgb_dim: int, audio_dim: int, metadata: dict[str, str | int]) -> Path:
-    """Write ``model`` (returning logits) as an FP32 ONNX file with probabilities out, atomically."""
+def export_model(model: nn.Module, rgb_dim: int, audio_dim: int, metadata: dict[str, str | int]):
+    """``model`` (returning logits) as an FP32 ``onnx.ModelProto`` with probabilities out, in memory."""
     onnx = require_onnx()
-    path = Path(path)
     wrapped = WithProbabilities(model).eval()
     example = (torch.zeros(2, rgb_dim), torch.zeros(2, audio_dim))
-    with atomic_file(path) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, example, str(tmp), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-                              dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
-                              opset_version=OPSET, dynamo=False)
-        proto = onnx.load(str(tmp))
-        keep_both_inputs(proto, {"rgb": rgb_dim, "audio": audio_dim})
-        set_metadata(proto, metadata)
-        onnx.checker.check_model(proto)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, example, buffer, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                          dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
+                          opset_version=OPSET, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    keep_both_inputs(proto, {"rgb": rgb_dim, "audio": audio_dim})
+    set_metadata(proto, metadata)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model: nn.Module, path: str | Path, rgb_dim: int, audio_dim: int, metadata: dict[str, str | int]) -> Path:
+    """:func:`export_model` written to ``path``, atomically."""
+    return save_model(export_model(model, rgb_dim, audio_dim, metadata), path)
+
+
+def save_model(proto, path: str | Path) -> Path:
+    """Write an ONNX model whole (weights inside the file, as every avf artifact keeps them), atomically."""
+    onnx = require_onnx()
+    path = Path(path)
+    with atomic_file(path, suffix=".tmp.onnx") as tmp:
         onnx.save(proto, str(tmp))
     return path
 
@@ -83,3 +96,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     onnx = require_onnx()
     proto = onnx.load(str(path), load_external_data=False)
     return {entry.key: entry.value for entry in proto.metadata_props}
+
+
+def write_metadata(path: str | Path, metadata: dict) -> None:
+    """Replace the metadata of the ONNX file at ``path`` (a quantizer run on files drops it), atomically."""
+    onnx = require_onnx()
+    proto = onnx.load(str(path))
+    set_metadata(proto, metadata)
+    save_model(proto, path)

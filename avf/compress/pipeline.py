@@ -1,8 +1,11 @@
-"""``avf-compress``: checkpoint -> fold -> prune -> precision -> ONNX (+ TensorRT) -> retention gate.
+"""``avf-compress``: checkpoint -> fold -> prune -> export -> precision -> check -> score -> report.
 
-Everything is written into a temporary directory beside the target and renamed into place
-at the end, so a failure or Ctrl-C never leaves a half-made artifact. ``report.json`` records
-each stage, the files with their sha256, and the gate's verdict.
+:func:`compress` is that sequence of stage functions. The model passes between them in memory: a PyTorch
+module through fold and prune, then one ``onnx.ModelProto`` from the export through the precision builder
+(:mod:`avf.compress.precisions`), written once as model.onnx. Everything is written into a temporary
+directory beside the target and renamed into place at the end, so a failure or Ctrl-C never leaves a
+half-made artifact. ``report.json`` (an :class:`~avf.compress.report.ArtifactReport`) records each stage,
+the files with their sha256, and the gate's verdict.
 """
 
 from __future__ import annotations
@@ -11,19 +14,25 @@ import contextlib
 import datetime as dt
 import json
 import platform
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
-from avf.atomic import atomic_directory, check_output, json_file_says
-from avf.compress import quantize
-from avf.compress.export import OPSET, export_onnx, require_onnx
+from avf.atomic import atomic_directory, check_output
+from avf.compress.export import OPSET, export_model, require_onnx, save_model, set_metadata, write_metadata
 from avf.compress.fold import count_parameters, fold_model
+from avf.compress.options import CompressOptions
+from avf.compress.precisions import calibrating, precision_named
 from avf.compress.prune import check_ratio_honoured, distill, hidden_widths, prune_channels
+from avf.compress.quantize import BuildInputs
+from avf.compress.report import (ENGINE_FILE, FORMAT, IO, MODEL_FILE, REPORT_FILE, ArtifactReport, CheckpointRecord,
+                                 FileRecord, FoldStage, ModelRecord, PrecisionStage, PruneStage, Retention,
+                                 TensorRTBuild, TensorRTCheck, is_artifact, write_report)
 from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
 from avf.compress.tensorrt_check import check_tensorrt_compatibility
@@ -31,228 +40,278 @@ from avf.compress.tensorrt_engine import build_engine, unavailable_reason
 from avf.compress.torch_tensorrt_engine import unavailable_reason as torch_tensorrt_unavailable
 from avf.data.vocabulary import check_same_vocabulary, file_sha256
 from avf.errors import InputError
+from avf.runtime.pytorch_model import PyTorchRunner
 from avf.train.checkpoint import load_checkpoint, model_from_checkpoint
 from avf.train.data import TrainingData, load_training_data
 
-REPORT, MODEL_FILE, ENGINE_FILE = "report.json", "model.onnx", "model.plan"
-#: --force replaces a folder only when it is an artifact avf-compress wrote.
-is_artifact = json_file_says(REPORT, "format", "avf-artifact")
+__all__ = ["CompressOptions", "CompressionRejected", "compress", "is_artifact", "ENGINE_FILE", "MODEL_FILE",
+           "REPORT_FILE"]
 INT8_NEEDS_DATA = "INT8 needs calibration and evaluation data: pass --calib/--eval"
-
-
-class CompressOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf are no settings
-
-    checkpoint: Path
-    out: Path | None = None
-    force: bool = False
-    fold: bool = True
-    prune: float | None = Field(None, gt=0.0, lt=1.0)
-    finetune_epochs: int = Field(1, ge=0)
-    finetune_lr: float = 1e-4
-    train: str | None = None
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "int4"] = "fp32"
-    calib: str | None = None
-    calib_method: Literal["entropy", "percentile", "minmax"] = "percentile"
-    calib_size: int = Field(1024, ge=1)
-    eval: str | None = None
-    eval_size: int | None = Field(None, ge=1)
-    min_retention: float = Field(0.99, ge=0.0, le=1.0)
-    backend: Literal["onnxruntime", "tensorrt", "torch-tensorrt"] = "onnxruntime"
-    seed: int = 0
-    #: INT8 mixed precision: these ONNX nodes (the most quantization-sensitive layers) stay float.
-    keep_float: list[str] = Field(default_factory=list)
-
-    def artifact_dir(self) -> Path:
-        if self.out is not None:
-            return self.out
-        stem = self.checkpoint.name.removesuffix(".pt")
-        pruned = f".pruned{round(self.prune * 100)}" if self.prune else ""
-        return self.checkpoint.parent / f"{stem}{pruned}.{self.precision}"
+#: tests/test_gpu_paths.py puts the deployment metadata back on an INT8 file it quantized itself.
+_restore_metadata = write_metadata
 
 
 class CompressionRejected(Exception):
-    """The artifact was written but failed the retention gate (exit code 3)."""
+    """The artifact was written but failed the retention gate (exit code 3); carries its report."""
 
-    def __init__(self, artifact: Path, reason: str):
-        super().__init__(f"{artifact}: rejected: {reason}")
-        self.artifact, self.reason = artifact, reason
+    def __init__(self, artifact: Path, report: ArtifactReport):
+        super().__init__(f"{artifact}: rejected: {report.reason}")
+        self.artifact, self.report = artifact, report
+
+    @property
+    def reason(self) -> str:
+        return self.report.reason
+
+
+@dataclass
+class _Job:
+    """What the stages read: the options, and the checkpoint and data, loaded and checked once."""
+
+    options: CompressOptions
+    payload: dict
+    #: The FP32 model as trained: the gate's reference, the distillation teacher's source.
+    reference: nn.Module
+    eval_data: TrainingData | None
+    calib_data: TrainingData | None
+    checkpoint_sha256: str
+    created: str
+
+    @property
+    def config(self) -> dict:
+        return self.payload["model"]
+
+    @property
+    def settings(self) -> dict:
+        return self.payload.get("settings") or {}
 
 
 def compress(options: CompressOptions, say: Callable[[str], None] = lambda line: None,
-             progress: Callable | None = None, distill_cache=None) -> dict:
-    """Run the stages; returns the report. Raises CompressionRejected after writing a rejected artifact.
+             progress: Callable | None = None, distill_cache=None) -> ArtifactReport:
+    """Run the stages; returns the report. Raises CompressionRejected (carrying it) after writing a rejected artifact.
 
     ``distill_cache`` (``load(options) -> dict | None``, ``save(options, model, losses)``; see
     :mod:`avf.tune.cache`) lets a search reuse one pruned+distilled model for every precision.
     """
     require_onnx()
     final = options.artifact_dir()
-    check_output(final, force=options.force, directory=True, ours=is_artifact, what="artifact folder",
-                 inputs=[options.checkpoint, options.train, options.calib, options.eval])
+    inputs = [options.checkpoint, options.train, options.calib, options.eval]
+    check_output(final, force=options.force, directory=True, ours=is_artifact, what="artifact folder", inputs=inputs)
+    job = _load(options)
+    model, stages = job.reference, []
+    params = count_parameters(model)
+    if options.fold:
+        model, stage = _fold(job, model, say)
+        stages.append(stage)
+        params = stage.params_after
+    if options.prune:
+        model, stage = _prune(job, model, params, say, progress, distill_cache)
+        stages.append(stage)
+        params = stage.params_after
+    with atomic_directory(final, options.force, ours=is_artifact, what="artifact folder", inputs=inputs) as tmp:
+        metadata = _metadata(job, params)
+        onnx_model, stage = _precision(job, _export(job, model, metadata, say), tmp)
+        stages.append(stage)
+        _write_model(onnx_model, metadata, tmp)
+        check = _check_tensorrt(onnx_model, say)
+        tensorrt = _compile(job, model, tmp, check, say)
+        retention, accepted, reason = _score(job, tmp / MODEL_FILE, say, progress)
+        report = _report(job, stages, check, tensorrt, _files(tmp), params, retention, accepted, reason)
+        write_report(report, tmp)
+    if not report.accepted:
+        raise CompressionRejected(final, report)
+    return report
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _load(options: CompressOptions) -> _Job:
+    """The checkpoint and the data, every combination of options that cannot work refused before any work."""
     payload = load_checkpoint(options.checkpoint)
     reference = model_from_checkpoint(payload, options.checkpoint).eval()
     config = payload["model"]
+    precision = precision_named(options.precision)
     if config.get("tokens", "single") != "single":
         raise InputError(options.checkpoint, f"tokens={config['tokens']!r} models cannot be compressed yet (single only)")
     if options.backend == "tensorrt" and (reason := unavailable_reason()):
         raise InputError(options.checkpoint, f"--backend tensorrt: engine not built: {reason}")
     if options.backend == "torch-tensorrt" and (reason := torch_tensorrt_unavailable()):
         raise InputError(options.checkpoint, f"--backend torch-tensorrt: not compiled: {reason}")
-    if options.backend == "torch-tensorrt" and options.precision in ("int8-dynamic", "int4"):
+    if options.backend == "torch-tensorrt" and precision.cpu_only:
         raise InputError(None, "--backend torch-tensorrt builds fp32, fp16 or int8; weights-only INT8 is an ONNX "
                                "Runtime CPU format")
-    if options.keep_float and options.precision != "int8":
-        raise InputError(None, "keep_float (layers kept in float) applies to int8 only")
+    if options.keep_float and not precision.calibrates:
+        raise InputError(None, f"keep_float (layers kept in float) applies to {' and '.join(calibrating())} only")
     settings = payload.get("settings") or {}
     eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation",
                       options.checkpoint)
     if eval_data is not None and options.eval_size:
         eval_data = eval_data.subset(np.arange(min(options.eval_size, len(eval_data))))
     calib_data = None
-    if options.precision == "int8":
+    if precision.calibrates:
         calib_data = _data(options.calib or _recorded(settings.get("train")), payload, reference, "calibration",
                            options.checkpoint)
         if calib_data is None or eval_data is None:
             raise InputError(options.checkpoint, INT8_NEEDS_DATA)
-    report: dict = {
-        "format": "avf-artifact", "version": 1,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": {"path": str(options.checkpoint.resolve()), "sha256": file_sha256(options.checkpoint),
-                       "epoch": payload.get("epoch"), "metrics": payload.get("metrics")},
-        "model": config, "num_classes": payload["num_classes"], "vocabulary_sha256": payload.get("vocabulary_sha256"),
-        "data": payload.get("data"), "options": json.loads(options.model_dump_json()), "stages": [],
-    }
-    probe = _probe_inputs(eval_data or calib_data, reference)
-    model = reference
-    params = count_parameters(reference)
+    return _Job(options, payload, reference, eval_data, calib_data, file_sha256(options.checkpoint),
+                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
-    if options.fold:
-        say("fold: dropout, single-token attention and adjacent linear maps")
-        folded = fold_model(reference, probe)
-        model = folded.model
-        difference = folded.max_logit_difference
-        report["stages"].append({"stage": "fold", "params_before": folded.params_before,
-                                 "params_after": folded.params_after, "rewrites": folded.rewrites,
-                                 "max_logit_difference": difference, "checked_on": f"{len(probe[0])} {_probe_kind(eval_data or calib_data)}"})
-        say(f"  {folded.params_before:,} -> {folded.params_after:,} parameters "
-            f"(-{1 - folded.params_after / folded.params_before:.1%}), largest logit change {difference:.2e}")
-        params = folded.params_after
 
-    if options.prune:
-        say(f"prune: {options.prune:.0%} of hidden channels by L2 magnitude (multiples of 8)")
-        teacher = model
-        model = prune_channels(teacher, options.prune, config["rgb_dim"], config["audio_dim"])
-        achieved = check_ratio_honoured(options.prune, hidden_widths(teacher), hidden_widths(model))
-        stage = {"stage": "prune", "ratio": options.prune, "channels_removed": round(achieved, 4), "params_before": params,
-                 "params_after": count_parameters(model), "hidden_widths": sorted(set(hidden_widths(model)))}
-        if options.finetune_epochs:
-            train_data = _data(options.train or _recorded(settings.get("train")), payload, reference, "training",
-                               options.checkpoint)
-            if train_data is None:
-                raise InputError(options.checkpoint, "pruning fine-tune needs training data: pass --train "
-                                 "(or --finetune-epochs 0)")
-            cached = distill_cache.load(options) if distill_cache is not None else None
-            if cached is not None:
-                model.load_state_dict(cached["state_dict"])
-                losses = cached["losses"]
-                say(f"  distilled model reused from {cached['source']}")
-            else:
-                say(f"  distilling from the unpruned model: {options.finetune_epochs} epochs on {len(train_data):,} videos")
-                with _bar(progress, "distill", options.finetune_epochs * len(train_data)) as advance:
-                    soft = distill_cache.soft_targets(options, teacher, train_data) if distill_cache is not None else None
-                    losses = distill(model, teacher, train_data, options.finetune_epochs, lr=options.finetune_lr,
-                                     seed=options.seed, on_batch=advance, soft_targets=soft,
-                                     on_epoch=lambda e, loss: say(f"  epoch {e}: distillation loss {loss:.5f}"))
-                if distill_cache is not None:
-                    distill_cache.save(options, model, losses)
-            stage.update(finetune_epochs=options.finetune_epochs, finetune_lr=options.finetune_lr, finetune_losses=losses,
-                         finetune_videos=len(train_data))
-        report["stages"].append(stage)
-        say(f"  {params:,} -> {stage['params_after']:,} parameters")
-        params = stage["params_after"]
+def _fold(job: _Job, model: nn.Module, say) -> tuple[nn.Module, FoldStage]:
+    """Dropout, single-token attention and adjacent linear maps folded away, checked on a probe batch."""
+    say("fold: dropout, single-token attention and adjacent linear maps")
+    probe_data = job.eval_data or job.calib_data
+    probe = _probe_inputs(probe_data, job.reference)
+    folded = fold_model(model, probe)
+    difference = folded.max_logit_difference
+    say(f"  {folded.params_before:,} -> {folded.params_after:,} parameters "
+        f"(-{1 - folded.params_after / folded.params_before:.1%}), largest logit change {difference:.2e}")
+    return folded.model, FoldStage(stage="fold", params_before=folded.params_before, params_after=folded.params_after,
+                                   rewrites=folded.rewrites, max_logit_difference=difference,
+                                   checked_on=f"{len(probe[0])} {_probe_kind(probe_data)}")
 
-    with atomic_directory(final, options.force, ours=is_artifact, what="artifact folder",
-                          inputs=[options.checkpoint, options.train, options.calib, options.eval]) as tmp:
-        say(f"export: ONNX (opset {OPSET}), then {options.precision}")
-        fp32 = tmp / ".model.fp32.onnx"
-        metadata = {"model": config["name"], "num_classes": payload["num_classes"],
-                    "vocabulary_sha256": payload.get("vocabulary_sha256") or "", "precision": options.precision,
-                    "parameters": params, "checkpoint_sha256": report["checkpoint"]["sha256"], "producer": "avf-compress"}
-        export_onnx(model, fp32, config["rgb_dim"], config["audio_dim"], metadata)
-        artifact = tmp / MODEL_FILE
-        report["stages"].append(_precision_stage(options, fp32, artifact, calib_data))
-        _restore_metadata(artifact, metadata)
-        fp32.unlink(missing_ok=True)
 
-        report["tensorrt_check"] = check_tensorrt_compatibility(artifact)
-        report["tensorrt_compatible"] = report["tensorrt_check"]["tensorrt_compatible"]
-        say("tensorrt check: " + ("compatible" if report["tensorrt_compatible"] else
-                                  "not compatible: " + "; ".join(report["tensorrt_check"]["problems"])))
-        if options.backend == "torch-tensorrt":
-            from avf.compress.torch_tensorrt_engine import compile_and_save
-
-            say("torch-tensorrt: compiling (ir=dynamo)")
-            report["tensorrt"] = compile_and_save(model, tmp, options.precision, config["rgb_dim"], config["audio_dim"],
-                                                  calibration=None if calib_data is None else _batches(
-                                                      calib_data, _calibration_rows(options, calib_data)))
+def _prune(job: _Job, teacher: nn.Module, params: int, say, progress, distill_cache) -> tuple[nn.Module, PruneStage]:
+    """Hidden channels removed by L2 magnitude, then (--finetune-epochs) distilled from the unpruned model."""
+    options, config = job.options, job.config
+    say(f"prune: {options.prune:.0%} of hidden channels by L2 magnitude (multiples of 8)")
+    model = prune_channels(teacher, options.prune, config["rgb_dim"], config["audio_dim"])
+    achieved = check_ratio_honoured(options.prune, hidden_widths(teacher), hidden_widths(model))
+    stage = {"stage": "prune", "ratio": options.prune, "channels_removed": round(achieved, 4), "params_before": params,
+             "params_after": count_parameters(model), "hidden_widths": sorted(set(hidden_widths(model)))}
+    if options.finetune_epochs:
+        train_data = _data(options.train or _recorded(job.settings.get("train")), job.payload, job.reference,
+                           "training", options.checkpoint)
+        if train_data is None:
+            raise InputError(options.checkpoint, "pruning fine-tune needs training data: pass --train "
+                             "(or --finetune-epochs 0)")
+        cached = distill_cache.load(options) if distill_cache is not None else None
+        if cached is not None:
+            model.load_state_dict(cached["state_dict"])
+            losses = cached["losses"]
+            say(f"  distilled model reused from {cached['source']}")
         else:
-            report["tensorrt"] = _tensorrt(options, artifact, tmp, say, report["tensorrt_check"])
-        report["files"] = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
-                           for p in sorted(tmp.iterdir()) if not p.name.startswith(".")}
-        report["io"] = {"inputs": {"rgb": ["batch", config["rgb_dim"]], "audio": ["batch", config["audio_dim"]]},
-                        "outputs": {"probabilities": ["batch", payload["num_classes"]]}, "dtype": "float32",
-                        "preprocessing": "YouTube-8M video-level mean_rgb and mean_audio, dequantized to float32"}
-        report["parameters"] = params
+            say(f"  distilling from the unpruned model: {options.finetune_epochs} epochs on {len(train_data):,} videos")
+            with _bar(progress, "distill", options.finetune_epochs * len(train_data)) as advance:
+                soft = distill_cache.soft_targets(options, teacher, train_data) if distill_cache is not None else None
+                losses = distill(model, teacher, train_data, options.finetune_epochs, lr=options.finetune_lr,
+                                 seed=options.seed, on_batch=advance, soft_targets=soft,
+                                 on_epoch=lambda e, loss: say(f"  epoch {e}: distillation loss {loss:.5f}"))
+            if distill_cache is not None:
+                distill_cache.save(options, model, losses)
+        stage.update(finetune_epochs=options.finetune_epochs, finetune_lr=options.finetune_lr, finetune_losses=losses,
+                     finetune_videos=len(train_data))
+    say(f"  {params:,} -> {stage['params_after']:,} parameters")
+    return model, PruneStage(**stage)
 
-        if eval_data is None:
-            report["retention"] = None
-            report["accepted"], report["reason"] = True, "not evaluated: no evaluation data (pass --eval)"
-            say("retention: not measured (no evaluation data)")
-        else:
-            say(f"retention: FP32 PyTorch reference vs the artifact in ONNX Runtime on {len(eval_data):,} videos")
-            runtime = OnnxModel(artifact)
-            with _bar(progress, "evaluate", len(eval_data)) as advance:
-                comparison = compare_on_data(_torch_probabilities(reference), runtime, eval_data, progress=advance)
-            comparison["eval_data"] = eval_data.sources_summary()
-            comparison["runtime"] = "onnxruntime CPUExecutionProvider"
-            accepted, reason = gate(comparison, options.min_retention)
-            comparison["min_retention"] = options.min_retention
-            report["retention"], report["accepted"], report["reason"] = comparison, accepted, reason
-        report["versions"] = _versions()
-        (tmp / REPORT).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    if not report["accepted"]:
-        raise CompressionRejected(final, report["reason"])
-    return report
+
+def _export(job: _Job, model: nn.Module, metadata: dict, say):
+    """The PyTorch model as an FP32 ONNX model, in memory."""
+    say(f"export: ONNX (opset {OPSET}), then {job.options.precision}")
+    return export_model(model, job.config["rgb_dim"], job.config["audio_dim"], metadata)
+
+
+def _precision(job: _Job, onnx_model, tmp: Path):
+    """The FP32 export turned into the chosen precision by its builder; (the model, its report stage).
+
+    The builder's scratch files (ONNX Runtime's quantizers work on files) live in a folder inside the
+    artifact's temporary folder, removed before the artifact's files are listed.
+    """
+    options = job.options
+    precision = precision_named(options.precision)
+    stage: dict = {"stage": "precision", "precision": precision.name}
+    if precision.method:
+        stage["method"] = precision.method
+    inputs: dict = {}
+    if precision.calibrates:
+        rows = _calibration_rows(options, job.calib_data)
+        inputs = {"calibration": _batches(job.calib_data, rows), "calib_method": options.calib_method,
+                  "exclude": options.keep_float}
+        stage["calibration"] = {"method": options.calib_method, "videos": int(len(rows)),
+                                "data": job.calib_data.sources_summary()}
+        if options.keep_float:
+            stage["kept_float"] = list(options.keep_float)
+    with tempfile.TemporaryDirectory(dir=tmp, prefix=".quantize.") as workdir:
+        built = precision.build(onnx_model, BuildInputs(Path(workdir), **inputs))
+    return built, PrecisionStage(**stage)
+
+
+def _write_model(onnx_model, metadata: dict, tmp: Path) -> None:
+    """model.onnx, the one time the model is written (the quantizers rebuild the graph without its metadata)."""
+    set_metadata(onnx_model, metadata)
+    save_model(onnx_model, tmp / MODEL_FILE)
+
+
+def _check_tensorrt(onnx_model, say) -> TensorRTCheck:
+    """Whether TensorRT can take the model (checked without TensorRT), on the model as written."""
+    check = TensorRTCheck.model_validate(check_tensorrt_compatibility(onnx_model))
+    say("tensorrt check: " + ("compatible" if check.tensorrt_compatible else
+                              "not compatible: " + "; ".join(check.problems)))
+    return check
+
+
+def _compile(job: _Job, model: nn.Module, tmp: Path, check: TensorRTCheck, say) -> TensorRTBuild:
+    """The engine --backend asked for (model.plan or model.ep), or why there is none."""
+    options = job.options
+    if options.backend == "torch-tensorrt":
+        from avf.compress.torch_tensorrt_engine import compile_and_save
+
+        say("torch-tensorrt: compiling (ir=dynamo)")
+        calibration = None if job.calib_data is None else _batches(job.calib_data, _calibration_rows(options, job.calib_data))
+        return TensorRTBuild.model_validate(compile_and_save(model, tmp, options.precision, job.config["rgb_dim"],
+                                                             job.config["audio_dim"], calibration=calibration))
+    return TensorRTBuild.model_validate(_tensorrt(options, tmp / MODEL_FILE, tmp, say, check))
+
+
+def _score(job: _Job, artifact: Path, say, progress) -> tuple[Retention | None, bool, str]:
+    """The retention gate: the FP32 PyTorch reference against the artifact in ONNX Runtime; (retention, accepted, reason)."""
+    eval_data = job.eval_data
+    if eval_data is None:
+        say("retention: not measured (no evaluation data)")
+        return None, True, "not evaluated: no evaluation data (pass --eval)"
+    say(f"retention: FP32 PyTorch reference vs the artifact in ONNX Runtime on {len(eval_data):,} videos")
+    runtime = OnnxModel(artifact)
+    with _bar(progress, "evaluate", len(eval_data)) as advance:
+        comparison = compare_on_data(PyTorchRunner(job.reference), runtime, eval_data, progress=advance)
+    comparison["eval_data"] = eval_data.sources_summary()
+    comparison["runtime"] = "onnxruntime CPUExecutionProvider"
+    accepted, reason = gate(comparison, job.options.min_retention)
+    comparison["min_retention"] = job.options.min_retention
+    return Retention.model_validate(comparison), accepted, reason
+
+
+def _report(job: _Job, stages: list, check: TensorRTCheck, tensorrt: TensorRTBuild, files: dict[str, FileRecord],
+            params: int, retention: Retention | None, accepted: bool, reason: str) -> ArtifactReport:
+    options, payload, config = job.options, job.payload, job.config
+    return ArtifactReport(
+        format=FORMAT, version=1, created=job.created,
+        checkpoint=CheckpointRecord(path=str(options.checkpoint.resolve()), sha256=job.checkpoint_sha256,
+                                    epoch=payload.get("epoch"), metrics=payload.get("metrics")),
+        model=ModelRecord.model_validate(config), num_classes=payload["num_classes"],
+        vocabulary_sha256=payload.get("vocabulary_sha256"), data=payload.get("data"),
+        options=json.loads(options.model_dump_json()), stages=stages, tensorrt_check=check,
+        tensorrt_compatible=check.tensorrt_compatible, tensorrt=tensorrt, files=files,
+        io=IO(inputs={"rgb": ["batch", config["rgb_dim"]], "audio": ["batch", config["audio_dim"]]},
+              outputs={"probabilities": ["batch", payload["num_classes"]]}, dtype="float32",
+              preprocessing="YouTube-8M video-level mean_rgb and mean_audio, dequantized to float32"),
+        parameters=params, retention=retention, accepted=accepted, reason=reason, versions=_versions())
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _precision_stage(options: CompressOptions, fp32: Path, artifact: Path, calib_data: TrainingData | None) -> dict:
-    stage = {"stage": "precision", "precision": options.precision}
-    if options.precision == "fp32":
-        fp32.rename(artifact)
-    elif options.precision == "fp16":
-        quantize.convert_fp16(fp32, artifact)
-        stage["method"] = "float16 weights and arithmetic, float32 inputs/outputs (onnxruntime float16 converter)"
-    elif options.precision == "int8-dynamic":
-        quantize.quantize_int8_dynamic(fp32, artifact)
-        stage["method"] = "weights-only INT8, per-channel symmetric; activations quantized at run time"
-    elif options.precision == "int4":
-        quantize.quantize_int4_weight_only(fp32, artifact)
-        stage["method"] = (f"4-bit weight-only matrices (ONNX Runtime MatMulNBits, symmetric, blocks of "
-                           f"{quantize.INT4_BLOCK}, accuracy_level 4: INT8 arithmetic), float biases and activations")
-    else:
-        rows = _calibration_rows(options, calib_data)
-        quantize.quantize_int8_static(fp32, artifact, _batches(calib_data, rows), options.calib_method,
-                                      exclude=options.keep_float)
-        stage.update(method="static QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations",
-                     calibration={"method": options.calib_method, "videos": int(len(rows)),
-                                  "data": calib_data.sources_summary()})
-        if options.keep_float:
-            stage["kept_float"] = list(options.keep_float)
-    return stage
+def _metadata(job: _Job, params: int) -> dict:
+    """The deployment metadata model.onnx carries (what avf-bench and predict read without the report)."""
+    payload = job.payload
+    return {"model": job.config["name"], "num_classes": payload["num_classes"],
+            "vocabulary_sha256": payload.get("vocabulary_sha256") or "", "precision": job.options.precision,
+            "parameters": params, "checkpoint_sha256": job.checkpoint_sha256, "producer": "avf-compress"}
+
+
+def _files(folder: Path) -> dict[str, FileRecord]:
+    """The artifact's files (hidden scratch excluded) with their sha256 and size."""
+    return {p.name: FileRecord(sha256=file_sha256(p), bytes=p.stat().st_size)
+            for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
 def _calibration_rows(options: CompressOptions, calib_data: TrainingData) -> np.ndarray:
@@ -260,18 +319,7 @@ def _calibration_rows(options: CompressOptions, calib_data: TrainingData) -> np.
     return np.sort(np.random.default_rng(options.seed).permutation(len(calib_data))[:options.calib_size])
 
 
-def _restore_metadata(artifact: Path, metadata: dict) -> None:
-    """Quantizers rebuild the graph; put the deployment metadata back on the final file."""
-    import onnx
-
-    from avf.compress.export import set_metadata
-
-    proto = onnx.load(str(artifact))
-    set_metadata(proto, metadata)
-    onnx.save(proto, str(artifact))
-
-
-def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: dict) -> dict:
+def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: TensorRTCheck) -> dict:
     """Build model.plan only when --backend tensorrt asked for it (README: never as a side effect)."""
     if options.backend != "tensorrt":
         return {"built": False, "reason": "engine not built: --backend onnxruntime (pass --backend tensorrt "
@@ -280,10 +328,10 @@ def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: d
     if reason:
         say(f"tensorrt: engine not built: {reason}")
         return {"built": False, "reason": f"engine not built: {reason}"}
-    if options.precision in ("int8-dynamic", "int4"):
+    if precision_named(options.precision).cpu_only:
         return {"built": False, "reason": f"engine not built: {options.precision} weights-only is an ONNX Runtime CPU format"}
-    if not check["tensorrt_compatible"]:
-        return {"built": False, "reason": "engine not built: not TensorRT-compatible: " + "; ".join(check["problems"])}
+    if not check.tensorrt_compatible:
+        return {"built": False, "reason": "engine not built: not TensorRT-compatible: " + "; ".join(check.problems)}
     say("tensorrt: building the engine")
     return build_engine(artifact, tmp / ENGINE_FILE, options.precision)
 
@@ -326,13 +374,6 @@ def _batches(data: TrainingData, rows: np.ndarray, batch_size: int = 256):
         yield rgb, audio
 
 
-def _torch_probabilities(model):
-    def run(rgb, audio):
-        with torch.inference_mode():
-            return torch.sigmoid(model(torch.from_numpy(rgb), torch.from_numpy(audio))).numpy()
-    return run
-
-
 @contextlib.contextmanager
 def _bar(progress, description: str, total: int):
     if progress is None:
@@ -348,11 +389,3 @@ def _versions() -> dict:
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version(), "machine": platform.machine()}
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,4 +1,11 @@
-"""Precision stages on the exported ONNX graph, through ONNX Runtime's own quantization tools.
+"""Precision builders on the exported ONNX model, through ONNX Runtime's own quantization tools.
+
+Each builder takes the FP32 model in memory (an ``onnx.ModelProto``) and :class:`BuildInputs`, and returns
+the model to keep; it may change or empty the model it was given (ONNX Runtime's preprocessing moves its
+weights out), so the caller passes it on and never reuses it. Where ONNX Runtime only works on files,
+those files live in ``BuildInputs.workdir`` (avf-compress: a folder inside the artifact's temporary
+folder) and nothing else is written. :mod:`avf.compress.precisions` names which builder makes which
+precision.
 
 * ``int8``: static post-training quantization to explicit QDQ with symmetric per-channel INT8
   weights and symmetric INT8 activations -- the explicit-quantization form TensorRT 10/11 build
@@ -9,15 +16,20 @@
 * ``fp16``: weights and arithmetic in half precision, inputs and outputs kept float32.
 * ``int4``: 4-bit weight-only matrices (ONNX Runtime's ``MatMulNBits`` contrib kernel), for CPUs:
   at batch 1 these models are bound by reading their weights, and this halves INT8's bytes.
+
+The ``quantize_*``/``convert_fp16`` functions are the same builders from one ONNX file to another, for
+callers holding files (tune's per-layer sensitivity, tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +37,22 @@ import numpy as np
 from avf.atomic import atomic_file
 
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int4")
 INT4_BLOCK = 32
+
+
+@dataclass
+class BuildInputs:
+    """What a precision builder may use besides the model."""
+
+    #: A scratch folder for the files ONNX Runtime's quantizers read and write (they take paths only).
+    workdir: Path
+    #: (rgb, audio) batches, for the builders that calibrate activation ranges.
+    calibration: Iterable[tuple[np.ndarray, np.ndarray]] | None = None
+    calib_method: str = "percentile"
+    #: Nodes kept in float (INT8 mixed precision: the most quantization-sensitive layers).
+    exclude: Sequence[str] = ()
+    #: Quantize just these nodes (per-layer sensitivity is measured that way); None: all of them.
+    only: Sequence[str] | None = None
 
 
 class ArrayCalibrationReader:
@@ -73,12 +99,27 @@ def equal_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], max_batch: i
         yield rgb[start:start + size], audio[start:start + size]
 
 
-def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibration: Iterator[tuple[np.ndarray, np.ndarray]],
-                         method: str = "percentile", exclude=(), only=None) -> Path:
-    """Static QDQ INT8: symmetric per-channel weights, symmetric activations, ``method`` ranges.
+def keep_fp32(model, inputs: BuildInputs):
+    """FP32: the exported model as it is."""
+    return model
 
-    ``exclude`` names nodes kept in float (mixed precision: the most sensitive layers); ``only``
-    quantizes just the named nodes (per-layer sensitivity is measured that way).
+
+def to_fp16(model, inputs: BuildInputs):
+    """Half-precision weights and arithmetic; float32 inputs/outputs so callers need not change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(model, keep_io_types=True)
+    sort_topologically(model.graph)  # the converter appends its input casts after their users
+    onnx.checker.check_model(model)
+    return model
+
+
+def to_int8_static(model, inputs: BuildInputs):
+    """Static QDQ INT8: symmetric per-channel weights, symmetric activations, ``inputs.calib_method`` ranges.
+
+    ``inputs.exclude`` names nodes kept in float (mixed precision: the most sensitive layers);
+    ``inputs.only`` quantizes just the named nodes (per-layer sensitivity is measured that way).
 
     Weights use 7 of their 8 bits (``reduce_range``). On x86 CPUs without VNNI (AVX2 or AVX-512
     only) ONNX Runtime turns the INT8 activations into UINT8 and multiplies with ``vpmaddubsw``,
@@ -87,104 +128,65 @@ def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibratio
     error 0.11) with 8-bit weights, and 0.01% (0.009) with 7-bit ones; the same graph evaluated
     without the integer kernels was exact to 0.007 either way. The Q/DQ nodes stay INT8 with zero
     zero-points, so TensorRT reads them as before.
+
+    ONNX Runtime needs two files: the preprocessed model (the calibrator reads it) and the quantized one
+    (the quantizer writes only to a path), both in ``inputs.workdir``; the result is read back once.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    method = inputs.calib_method
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
-    out_path = Path(out_path)
-    exclude, only = list(exclude), None if only is None else list(only)
-    missing = [name for name in exclude + (only or []) if name not in quantizable_nodes(fp32_path)]
+    if inputs.calibration is None:
+        raise ValueError("static INT8 needs calibration batches")
+    exclude, only = list(inputs.exclude), None if inputs.only is None else list(inputs.only)
+    nodes = quantizable_nodes(model)
+    missing = [name for name in exclude + (only or []) if name not in nodes]
     if missing:
         from avf.errors import InputError
 
-        raise InputError(fp32_path, f"no quantizable Gemm/MatMul node named {', '.join(missing)} "
-                                    f"(has {', '.join(quantizable_nodes(fp32_path))})")
+        raise InputError(None, f"no quantizable Gemm/MatMul node named {', '.join(missing)} (has {', '.join(nodes)})")
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                  "minmax": CalibrationMethod.MinMax}[method]
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration.") as workdir, \
-            atomic_file(out_path, suffix=".tmp.onnx") as tmp:
-        prepared = Path(workdir).resolve() / "prepared.onnx"  # absolute (tmp is too): both survive the chdir below
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        cwd = os.getcwd()
-        os.chdir(workdir)  # the calibrator writes its augmented model into the working directory
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
-                reader = ArrayCalibrationReader(calibration)
-                reader.input_names = _input_names(prepared)
-                quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=calibrate, op_types_to_quantize=["Gemm", "MatMul"],
-                                nodes_to_exclude=exclude, nodes_to_quantize=only,
-                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                               "CalibPercentile": 99.999, "CalibMovingAverage": False})
-        finally:
-            os.chdir(cwd)
-        keep_logits_float(tmp)
-    return out_path
+    reader = ArrayCalibrationReader(iter(inputs.calibration))
+    reader.input_names = graph_input_names(model)
+    workdir = Path(inputs.workdir).resolve()  # absolute: the paths survive the chdir below
+    prepared, quantized = workdir / "prepared.onnx", workdir / "quantized.onnx"
+    quant_pre_process(model, str(prepared), skip_symbolic_shape=True)  # takes the model's weights out of it
+    cwd = os.getcwd()
+    os.chdir(workdir)  # the calibrator writes its augmented model into the working directory
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
+            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calibrate, op_types_to_quantize=["Gemm", "MatMul"],
+                            nodes_to_exclude=exclude, nodes_to_quantize=only,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "CalibPercentile": 99.999, "CalibMovingAverage": False})
+    finally:
+        os.chdir(cwd)
+    result = onnx.load(str(quantized))
+    keep_logits_float(result)
+    return result
 
 
-def quantizable_nodes(path: str | Path) -> list[str]:
-    """Names of the Gemm/MatMul nodes the INT8 quantizer works on, in graph order."""
-    import onnx
+def to_int8_dynamic(model, inputs: BuildInputs):
+    """Weights-only INT8 (per-channel, symmetric); activations are quantized at run time.
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
-
-
-def _input_names(path: Path) -> list[str]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    return [i.name for i in graph.input if i.name not in initializers]
-
-
-def keep_logits_float(path: str | Path) -> int:
-    """Remove the Q/DQ pair between the last linear layer and the sigmoid; returns pairs removed.
-
-    Ranking thousands of classes needs finer logits than 8 bits: on real YouTube-8M data an INT8
-    logit (step ~0.1 over +-15) alone cost 2-3% of GAP, while the INT8 matrix products before it
-    cost nothing measurable. The classifier still multiplies in INT8; only its output stays float
-    (ONNX Runtime's QGemm and TensorRT both produce float output from INT8 inputs).
+    ONNX Runtime's quantizer writes only to a path: ``inputs.workdir``/quantized.onnx, read back once.
     """
     import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    removed = 0
-    for sigmoid in [n for n in graph.node if n.op_type == "Sigmoid"]:
-        dequantize = producers.get(sigmoid.input[0])
-        if dequantize is None or dequantize.op_type != "DequantizeLinear":
-            continue
-        quantize = producers.get(dequantize.input[0])
-        if quantize is None or quantize.op_type != "QuantizeLinear":
-            continue
-        sigmoid.input[0] = quantize.input[0]
-        graph.node.remove(dequantize)
-        graph.node.remove(quantize)
-        removed += 1
-    used = {name for node in graph.node for name in node.input}
-    for initializer in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(initializer)
-    onnx.save(model, str(path))
-    return removed
-
-
-def quantize_int8_dynamic(fp32_path: str | Path, out_path: str | Path) -> Path:
-    """Weights-only INT8 (per-channel, symmetric); activations are quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
-        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-    return Path(out_path)
+    quantized = Path(inputs.workdir) / "quantized.onnx"
+    quantize_dynamic(model, str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+    return onnx.load(str(quantized))
 
 
-def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block_size: int = INT4_BLOCK,
-                              accuracy_level: int = 4) -> Path:
-    """Every ``Gemm`` (transB=1, alpha=beta=1, constant weight) becomes ``MatMulNBits`` + ``Add``.
+def to_int4(model, inputs: BuildInputs, block_size: int = INT4_BLOCK, accuracy_level: int = 4):
+    """Every ``Gemm`` (transB=1, alpha=beta=1, constant weight) becomes ``MatMulNBits`` + ``Add``, in place.
 
     Weights are quantized per block of ``block_size`` along the input axis, symmetric 4-bit
     (scale = block max / 7, stored with ONNX Runtime's default zero point 8, two values per byte,
@@ -192,10 +194,8 @@ def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block
     in INT8 (activations quantized on the fly). Written without onnxruntime's MatMulNBits
     quantizer, which needs the extra ``onnx-ir`` package and takes MatMul, not Gemm.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(fp32_path))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     nodes = []
@@ -220,14 +220,96 @@ def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=node.name + ".bias"))
     del graph.node[:]
     graph.node.extend(nodes)
+    _drop_unused_initializers(graph)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+# ----------------------------------------------------------------------------- the same, file to file
+
+
+def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
+    return _build_file(to_fp16, fp32_path, out_path)
+
+
+def quantize_int8_static(fp32_path: str | Path, out_path: str | Path, calibration: Iterator[tuple[np.ndarray, np.ndarray]],
+                         method: str = "percentile", exclude=(), only=None) -> Path:
+    return _build_file(to_int8_static, fp32_path, out_path, calibration=calibration, calib_method=method,
+                       exclude=exclude, only=only)
+
+
+def quantize_int8_dynamic(fp32_path: str | Path, out_path: str | Path) -> Path:
+    return _build_file(to_int8_dynamic, fp32_path, out_path)
+
+
+def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block_size: int = INT4_BLOCK,
+                              accuracy_level: int = 4) -> Path:
+    return _build_file(functools.partial(to_int4, block_size=block_size, accuracy_level=accuracy_level),
+                       fp32_path, out_path)
+
+
+def _build_file(build: Callable, fp32_path: str | Path, out_path: str | Path, **inputs) -> Path:
+    """``build`` from the ONNX file ``fp32_path`` to ``out_path`` (written atomically), scratch files beside it."""
+    import onnx
+
+    out_path = Path(out_path)
+    model = onnx.load(str(fp32_path))
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as workdir:
+        built = build(model, BuildInputs(Path(workdir), **inputs))
+    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
+        onnx.save(built, str(tmp))
+    return out_path
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+
+def quantizable_nodes(model) -> list[str]:
+    """Names of the Gemm/MatMul nodes the INT8 quantizer works on, in graph order (of a model or an ONNX file)."""
+    if isinstance(model, (str, Path)):
+        import onnx
+
+        model = onnx.load(str(model), load_external_data=False)
+    return [node.name for node in model.graph.node if node.op_type in ("Gemm", "MatMul")]
+
+
+def graph_input_names(model) -> list[str]:
+    """The inputs a caller feeds (a single-modality model may have one); initializers listed as inputs excluded."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def keep_logits_float(model) -> int:
+    """Remove the Q/DQ pair between the last linear layer and the sigmoid, in place; returns pairs removed.
+
+    Ranking thousands of classes needs finer logits than 8 bits: on real YouTube-8M data an INT8
+    logit (step ~0.1 over +-15) alone cost 2-3% of GAP, while the INT8 matrix products before it
+    cost nothing measurable. The classifier still multiplies in INT8; only its output stays float
+    (ONNX Runtime's QGemm and TensorRT both produce float output from INT8 inputs).
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    removed = 0
+    for sigmoid in [n for n in graph.node if n.op_type == "Sigmoid"]:
+        dequantize = producers.get(sigmoid.input[0])
+        if dequantize is None or dequantize.op_type != "DequantizeLinear":
+            continue
+        quantize = producers.get(dequantize.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            continue
+        sigmoid.input[0] = quantize.input[0]
+        graph.node.remove(dequantize)
+        graph.node.remove(quantize)
+        removed += 1
+    _drop_unused_initializers(graph)
+    return removed
+
+
+def _drop_unused_initializers(graph) -> None:
     used = {name for node in graph.node for name in node.input}
     for initializer in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(initializer)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
-        onnx.save(model, str(tmp))
-    return Path(out_path)
 
 
 def pack_int4(weight: np.ndarray, block_size: int = INT4_BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -248,19 +330,6 @@ def unpack_int4(packed: np.ndarray, scales: np.ndarray, k: int) -> np.ndarray:
     codes = np.empty((n, blocks, half * 2), np.float32)
     codes[..., 0::2], codes[..., 1::2] = packed & 0x0F, packed >> 4
     return ((codes - 8) * scales.reshape(n, blocks, 1)).reshape(n, -1)[:, :k]
-
-
-def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
-    """Half-precision weights and arithmetic; float32 inputs/outputs so callers need not change."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    with atomic_file(out_path, suffix=".tmp.onnx") as tmp:
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        sort_topologically(model.graph)  # the converter appends its input casts after their users
-        onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
-    return Path(out_path)
 
 
 def sort_topologically(graph) -> None:

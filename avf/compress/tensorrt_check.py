@@ -217,15 +217,18 @@ def _check_qdq(node, where: str, initializers: dict, numpy_helper) -> list[str]:
     return problems
 
 
-def check_tensorrt_compatibility(path: str | Path) -> dict:
-    """The report entry for an ONNX file: ``tensorrt_compatible`` and, when false, what is not.
+def check_tensorrt_compatibility(model) -> dict:
+    """The report entry for an ONNX model (a file, or the ``ModelProto`` avf-compress just built, unchanged):
+    ``tensorrt_compatible`` and, when false, what is not.
 
-    The graph checked is :func:`tensorrt_graph` of the file -- the graph avf-compress and the
+    The graph checked is :func:`tensorrt_graph` of the model -- the graph avf-compress and the
     ONNX Runtime TensorRT provider give TensorRT -- and the rewrites are listed.
     """
     import onnx
 
-    model, rewrites = tensorrt_graph(onnx.load(str(path)))
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model))
+    model, rewrites = tensorrt_graph(model)
     problems = check_model(model)
     return {"tensorrt_compatible": not problems, "problems": problems, "rewrites_for_tensorrt": rewrites,
             "checked": f"opset, operators and input types against {TABLE_SOURCE} (opset {OPSET_RANGE[0]}-"

@@ -17,50 +17,16 @@ import os
 import stat
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from avf.compress.report import FORMAT, MODEL_FILE, REPORT_FILE, ArtifactReport, PrecisionStage
 from avf.data.vocabulary import file_sha256
 from avf.documents import check_regular_file, parse_mapping, read_text, validate
 from avf.errors import InputError
 
-REPORT = "report.json"
 
-
-class _FileRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    bytes: int = Field(ge=0)
-
-
-class _Stage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    stage: str
-
-
-class _ModelRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-
-
-class _Report(BaseModel):
-    """The parts of report.json the deployment commands rely on (the rest passes through)."""
-
-    model_config = ConfigDict(extra="allow")
-    format: str
-    model: _ModelRecord
-    num_classes: int = Field(ge=1)
-    parameters: int = Field(ge=0)
-    files: dict[str, _FileRecord]
-    stages: list[_Stage] = Field(min_length=1)
-    io: dict
-    accepted: bool
-    reason: str
-
-
-def read_artifact(artifact: str | Path) -> dict:
-    """report.json of an artifact directory, checked for the fields the toolkit reads."""
+def read_artifact(artifact: str | Path) -> ArtifactReport:
+    """report.json of an artifact directory, checked against its schema."""
     artifact = Path(artifact)
-    report_path = artifact / REPORT
+    report_path = artifact / REPORT_FILE
     if artifact.is_file():
         raise InputError(artifact, "is a file; an avf-compress artifact is a directory (with model.onnx and report.json)")
     if not artifact.exists():
@@ -69,13 +35,13 @@ def read_artifact(artifact: str | Path) -> dict:
         raise InputError(artifact, "not an avf-compress artifact (no report.json)")
     regular_file(report_path)
     what = "an avf-compress report"
-    report = parse_mapping(report_path, what, read_text(report_path, what))
-    if report.get("format") != "avf-artifact":
-        raise InputError(report_path, f"not {what} (format is {report.get('format')!r})")
-    validate(report_path, what, report, _Report)
-    if "model.onnx" not in report["files"]:
+    data = parse_mapping(report_path, what, read_text(report_path, what))
+    if data.get("format") != FORMAT:
+        raise InputError(report_path, f"not {what} (format is {data.get('format')!r})")
+    report = validate(report_path, what, data, ArtifactReport)
+    if MODEL_FILE not in report.files:
         raise InputError(report_path, "corrupt report: lists no model.onnx")
-    if "precision" not in report["stages"][-1]:
+    if not isinstance(report.stages[-1], PrecisionStage):
         raise InputError(report_path, "corrupt report: the last stage names no precision")
     return report
 
@@ -85,24 +51,24 @@ def regular_file(path: Path) -> None:
     try:
         mode = path.lstat().st_mode
     except OSError:
-        raise InputError(path, f"listed in {REPORT} but missing") from None
+        raise InputError(path, f"listed in {REPORT_FILE} but missing") from None
     if stat.S_ISLNK(mode):
         raise InputError(path, f"is a symbolic link (to {os.readlink(path)}); an avf artifact holds regular files "
                                "only, so a link (which can point anywhere, and be re-pointed after hashing) is refused")
     check_regular_file(path, "a file of an avf artifact")  # a FIFO or device would block or never end
 
 
-def verify_files(artifact: Path, report: dict) -> None:
+def verify_files(artifact: Path, report: ArtifactReport) -> None:
     """Every file report.json lists is a regular file inside the artifact with its recorded sha256."""
     inside = artifact.resolve()
-    for name, entry in report["files"].items():
+    for name, entry in report.files.items():
         path = artifact / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise InputError(artifact / REPORT, f"corrupt report: file name {name!r} points outside the artifact")
+            raise InputError(artifact / REPORT_FILE, f"corrupt report: file name {name!r} points outside the artifact")
         regular_file(path)
         if not path.resolve().is_relative_to(inside):  # a linked folder on the way
             raise InputError(path, "lies outside the artifact (through a symbolic link); refusing it")
-        if file_sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry.sha256:
             raise InputError(path, "sha256 differs from report.json (modified after avf-compress)")
 
 
@@ -158,13 +124,13 @@ def _tensors(model):
         yield from of_nodes(function.node)
 
 
-def open_artifact(artifact: str | Path, *, deploying: bool) -> dict:
+def open_artifact(artifact: str | Path, *, deploying: bool) -> ArtifactReport:
     """The checked report of an artifact whose files match it; ``deploying`` also refuses a rejected one."""
     artifact = Path(artifact)
     report = read_artifact(artifact)
     verify_files(artifact, report)
-    refuse_external_data(artifact / "model.onnx")
-    if deploying and not report["accepted"]:
-        raise InputError(artifact, f"artifact was rejected by its retention gate ({report['reason']}); refusing to "
+    refuse_external_data(artifact / MODEL_FILE)
+    if deploying and not report.accepted:
+        raise InputError(artifact, f"artifact was rejected by its retention gate ({report.reason}); refusing to "
                                    "deploy it")
     return report

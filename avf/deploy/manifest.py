@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avf import __version__
 from avf.atomic import create_file
+from avf.compress.report import REPORT_FILE
 from avf.data.vocabulary import file_sha256
 from avf.deploy.artifact import open_artifact
 from avf.documents import read_document
@@ -131,21 +132,21 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
     artifact = Path(artifact)
     report = open_artifact(artifact, deploying=True)
     artifact_dir = artifact_dir_for(artifact, Path(manifest_path))
-    files = [FileEntry(name=name, sha256=entry["sha256"], bytes=(artifact / name).stat().st_size)
-             for name, entry in report["files"].items()]
-    files.append(FileEntry(name="report.json", sha256=file_sha256(artifact / "report.json"),
-                           bytes=(artifact / "report.json").stat().st_size))
+    files = [FileEntry(name=name, sha256=entry.sha256, bytes=(artifact / name).stat().st_size)
+             for name, entry in report.files.items()]
+    files.append(FileEntry(name=REPORT_FILE, sha256=file_sha256(artifact / REPORT_FILE),
+                           bytes=(artifact / REPORT_FILE).stat().st_size))
     if bench is not None:
         check_bench_of(artifact, report, bench)
     prediction = predict_on_profile(report, profile)
-    retention = report.get("retention")
+    retention = report.retention
     accuracy = Accuracy(evaluated=False)
-    if retention:
+    if retention is not None:
         keys = ("gap", "map", "f1", "hit_at_one", "perr")
-        accuracy = Accuracy(evaluated=True, data=retention.get("eval_data", {}).get("description"),
-                            reference={k: retention["reference"][k] for k in keys},
-                            compressed={k: retention["compressed"][k] for k in keys},
-                            gap_retention=retention["ratios"]["gap"], min_retention=retention.get("min_retention"))
+        accuracy = Accuracy(evaluated=True, data=(retention.eval_data or {}).get("description"),
+                            reference={k: retention.reference[k] for k in keys},
+                            compressed={k: retention.compressed[k] for k in keys},
+                            gap_retention=retention.ratios["gap"], min_retention=retention.min_retention)
     latency_p50, latency_p99, memory, energy = _performance(prediction, bench)
     reasons, deployable = [], True
     budget_latency, budget_memory = profile.budgets.latency_ms, profile.budgets.memory_mib
@@ -167,23 +168,25 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
                        "avf-compress with --eval")
     if bench is None:
         reasons.append("no bench on the target: figures are predicted; run avf-bench on the device and pass --bench")
-    io = report["io"]
+    io = report.io
     tensors = lambda items: [Tensor(name=k, dtype="float32", shape=v) for k, v in items.items()]  # noqa: E731
-    tensorrt = report.get("tensorrt") or {}
-    versions = report.get("versions", {})
+    tensorrt = report.tensorrt
+    built = tensorrt is not None and tensorrt.built
+    versions = report.versions or {}
     return DeploymentManifest(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), avf_version=__version__,
-        artifact_dir=artifact_dir, files=files, checkpoint_sha256=report["checkpoint"]["sha256"],
+        artifact_dir=artifact_dir, files=files, checkpoint_sha256=report.checkpoint.sha256,
         data_sha256={split: {Path(s["path"]).name: s.get("sha256") for s in sources}
-                     for split, sources in (report.get("data") or {}).items() if sources},
-        model=report["model"]["name"], parameters=report["parameters"], num_classes=report["num_classes"],
-        vocabulary_sha256=report.get("vocabulary_sha256"), inputs=tensors(io["inputs"]), outputs=tensors(io["outputs"]),
-        preprocessing=io["preprocessing"], precision=report["stages"][-1]["precision"],
-        backend=(bench or {}).get("target_facts", {}).get("backend") or ("tensorrt" if tensorrt.get("built") else "onnxruntime"),
+                     for split, sources in (report.data or {}).items() if sources},
+        model=report.model.name, parameters=report.parameters, num_classes=report.num_classes,
+        vocabulary_sha256=report.vocabulary_sha256, inputs=tensors(io.inputs), outputs=tensors(io.outputs),
+        preprocessing=io.preprocessing, precision=report.precision,
+        backend=(bench or {}).get("target_facts", {}).get("backend") or ("tensorrt" if built else "onnxruntime"),
         runtime={"onnxruntime": versions.get("onnxruntime"), "onnx": versions.get("onnx"),
-                 "tensorrt": tensorrt.get("tensorrt") if tensorrt.get("built") else None,
-                 "tensorrt_status": None if tensorrt.get("built") else tensorrt.get("reason"),
-                 "compute_capability": tensorrt.get("compute_capability") or profile.compute_capability,
+                 "tensorrt": tensorrt.tensorrt if built else None,
+                 "tensorrt_status": None if built or tensorrt is None else tensorrt.reason,
+                 "compute_capability": (tensorrt.compute_capability if tensorrt is not None else None)
+                 or profile.compute_capability,
                  "cuda": (bench or {}).get("conditions", {}).get("cuda")},
         accuracy=accuracy, latency_p50=latency_p50, latency_p99=latency_p99, memory=memory,
         energy_per_inference=energy, profile=profile.name,

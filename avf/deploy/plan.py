@@ -8,19 +8,18 @@ by the bytes of weights read, so the estimate is a floor; launch overheads are n
 
 from __future__ import annotations
 
-
+from avf.compress.precisions import precision_named
+from avf.compress.report import ArtifactReport
 from avf.deploy.profiles import DeviceProfile
 
-# The precision an artifact's arithmetic runs in, per compress precision.
-COMPUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8-dynamic": "int8", "int4": "int8"}  # int4: MatMulNBits accuracy_level 4
 RUNTIME_OVERHEAD_MIB = {"jetson": 600.0, "dgpu": 800.0, "cpu": 150.0}  # CUDA context / runtime, a typical floor
 
 
-def predict_on_profile(report: dict, profile: DeviceProfile, batches: tuple[int, ...] = (1, 8, 64)) -> dict:
-    precision = report["stages"][-1]["precision"]
-    compute = COMPUTE_PRECISION[precision]
-    weight_bytes = report["files"]["model.onnx"]["bytes"]
-    params = report["parameters"]
+def predict_on_profile(report: ArtifactReport, profile: DeviceProfile, batches: tuple[int, ...] = (1, 8, 64)) -> dict:
+    precision = report.precision
+    compute = precision_named(precision).compute  # the arithmetic it runs in: what the profile must support
+    weight_bytes = report.model_file.bytes
+    params = report.parameters
     reasons, fits = [], True
     peak = profile.peak_tflops.get(compute)
     if compute not in profile.precisions or peak is None:

@@ -21,7 +21,8 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 
 from avf.atomic import atomic_directory
-from avf.deploy.artifact import REPORT, open_artifact
+from avf.compress.report import ENGINE_FILE, MODEL_FILE, REPORT_FILE
+from avf.deploy.artifact import open_artifact
 from avf.errors import InputError
 
 try:  # protobuf >= 4.22
@@ -130,12 +131,12 @@ def write_triton_repository(artifact: str | Path, repo: str | Path, max_batch: i
     if repo.exists() and not repo.is_dir():
         raise InputError(repo, "exists and is not a directory (the Triton model repository is a folder)")
     report = open_artifact(artifact, deploying=True)
-    name = name if name is not None else check_model_name(report["model"]["name"], artifact / REPORT)
-    engine = (report.get("tensorrt") or {}).get("built")
-    io = report["io"]
-    source = artifact / ("model.plan" if engine else "model.onnx")
-    config = model_config(name, "tensorrt_plan" if engine else "onnxruntime_onnx", io["inputs"]["rgb"][1],
-                          io["inputs"]["audio"][1], io["outputs"]["probabilities"][1], max_batch, (8, 32), gpu)
+    name = name if name is not None else check_model_name(report.model.name, artifact / REPORT_FILE)
+    engine = report.tensorrt is not None and report.tensorrt.built
+    io = report.io
+    source = artifact / (ENGINE_FILE if engine else MODEL_FILE)
+    config = model_config(name, "tensorrt_plan" if engine else "onnxruntime_onnx", io.inputs["rgb"][1],
+                          io.inputs["audio"][1], io.outputs["probabilities"][1], max_batch, (8, 32), gpu)
     final = repo / name
     created = _missing_folders(repo)
     try:

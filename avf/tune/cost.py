@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from avf.compress.report import ArtifactReport
 from avf.deploy.plan import predict_on_profile
 from avf.deploy.profiles import DeviceProfile
 
@@ -48,15 +49,14 @@ def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) 
 MEMORY_METHOD = ("model_rss_mib: VmRSS of a fresh child process (onnxruntime only) after loading the artifact and "
                  "running one batch, minus before loading; the other figures are avf-bench's in the tune process")
 _CHILD = """
-import sys, numpy as np, onnxruntime as ort
+import sys, numpy as np, onnxruntime
+from avf.runtime.onnxruntime_cpu import OnnxRuntimeCpuRunner
 def rss():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) / 1024
 path, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 before = rss()
-options = ort.SessionOptions(); options.intra_op_num_threads = threads; options.log_severity_level = 3
-session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-feeds = {i.name: np.zeros((batch, i.shape[1]), np.float32) for i in session.get_inputs()}
-session.run(None, feeds)
+runner = OnnxRuntimeCpuRunner(path, threads=threads)
+runner.run(*(np.zeros((batch, runner.inputs[name]), np.float32) for name in ("rgb", "audio")))
 print(rss() - before)
 """
 
@@ -65,7 +65,8 @@ def resident_memory(artifact: Path, batch: int, threads: int) -> float:
     """MiB of resident memory the artifact adds to a fresh process that loads and runs it once.
 
     In the long-lived tune process the allocator reuses freed pages, so its RSS delta reads ~0;
-    a child that imports only ONNX Runtime gives the artifact's own footprint.
+    a child that imports only ONNX Runtime (and avf's CPU runner over it, the one avf-bench times)
+    gives the artifact's own footprint.
     """
     import subprocess
     import sys
@@ -79,9 +80,9 @@ def resident_memory(artifact: Path, batch: int, threads: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def cost(report: dict, profile: DeviceProfile, batch: int, bench_result: dict | None) -> dict:
+def cost(report: ArtifactReport, profile: DeviceProfile, batch: int, bench_result: dict | None) -> dict:
     """Latency (p50/p99 per request or per batch), throughput, memory, energy and size, with their status."""
-    size = report["files"]["model.onnx"]["bytes"]
+    size = report.model_file.bytes
     if bench_result is None:
         prediction = predict_on_profile(report, profile, batches=(batch,))
         row = prediction["batches"][0]

@@ -191,12 +191,12 @@ def held_out(ctx: Context, chosen: dict) -> dict:
         if cached is not None and cached["model_sha256"] == model_sha256:
             return cached
         ctx.say(f"note: {path.relative_to(ctx.out)}: {problem or 'measured on another model.onnx'}; measuring it again")
-    from avf.compress.pipeline import _torch_probabilities
     from avf.compress.retention import compare_on_data
-    from avf.compress.runtime import OnnxModel
+    from avf.runtime.onnxruntime_cpu import OnnxRuntimeCpuRunner
+    from avf.runtime.pytorch_model import PyTorchRunner
 
     data = ctx.loaded["test"]
-    comparison = compare_on_data(_torch_probabilities(ctx.reference), OnnxModel(ctx.out / "artifact" / "model.onnx"),
+    comparison = compare_on_data(PyTorchRunner(ctx.reference), OnnxRuntimeCpuRunner(ctx.out / "artifact" / "model.onnx"),
                                  data)  # the shipped copy, verified as it was written
     result = seal({"data": data.sources_summary(), "videos": comparison["videos"],
                    "reference_gap": comparison["reference"]["gap"], "gap": comparison["compressed"]["gap"],

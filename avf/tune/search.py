@@ -103,6 +103,7 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
     record_path = ctx.out / "records" / f"{setting.id}.json"
     discard(ctx.out, setting.id)  # no verified record: whatever is in its slot is built afresh
     from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
+    from avf.compress.precisions import precision_named
 
     o = ctx.options
     folder = ctx.out / "candidates" / setting.id
@@ -110,7 +111,8 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
     options = CompressOptions(
         checkpoint=o.checkpoint, out=folder, force=True, fold=True, prune=setting.ratio or None,
         finetune_epochs=o.finetune_epochs, train=ctx.data["train"], precision=setting.precision,
-        calib=ctx.data["calib"] if setting.precision == "int8" else None, calib_method=setting.calib_method or "percentile",
+        calib=ctx.data["calib"] if precision_named(setting.precision).calibrates else None,
+        calib_method=setting.calib_method or "percentile",
         calib_size=o.calib_size, eval=ctx.data["eval"], eval_size=o.eval_size, min_retention=o.min_retention,
         seed=o.seed, keep_float=list(setting.keep_float))
     ctx.say(f"candidate {setting.id}: building")
@@ -118,12 +120,11 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
 
     logging.disable(logging.WARNING)  # ONNX Runtime's quantizer logs advice on the root logger
     try:
-        compress(options, distill_cache=ctx.cache)
-    except CompressionRejected:
-        pass  # written and marked rejected; its retention is read below like any other
+        report = compress(options, distill_cache=ctx.cache)
+    except CompressionRejected as rejected:
+        report = rejected.report  # written and marked rejected; its retention is read below like any other
     finally:
         logging.disable(logging.NOTSET)
-    report = json.loads((folder / "report.json").read_text())
     build_s = time.monotonic() - started
     from avf.tune import cost as costs
 
@@ -135,14 +136,14 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
     else:
         result = None
     figure = costs.cost(report, ctx.profile, o.batch, result)
-    retention = report["retention"]
+    retention = report.retention
     record = {"id": setting.id, "ratio": setting.ratio, "precision": setting.precision,
               "calib_method": setting.calib_method, "keep_float": list(setting.keep_float),
               "artifact": f"candidates/{setting.id}", "bench": None if bench_path is None else f"bench/{setting.id}.json",
-              "parameters": report["parameters"], "gap": retention["compressed"]["gap"],
-              "reference_gap": retention["reference"]["gap"], "retention": retention["ratios"]["gap"],
-              "f1": retention["compressed"]["f1"], "f1_retention": retention["ratios"]["f1"],
-              "eval_videos": retention["videos"], "tensorrt_compatible": report.get("tensorrt_compatible"),
+              "parameters": report.parameters, "gap": retention.compressed["gap"],
+              "reference_gap": retention.reference["gap"], "retention": retention.ratios["gap"],
+              "f1": retention.compressed["f1"], "f1_retention": retention.ratios["f1"],
+              "eval_videos": retention.videos, "tensorrt_compatible": report.tensorrt_compatible,
               "cost": figure, "build_seconds": round(build_s, 2),
               "seconds": round(time.monotonic() - started, 2)}
     record["rejected_because"] = misses(ctx, record)
@@ -277,18 +278,18 @@ def sensitivity(ctx: Context, ratio: float) -> list[dict]:
     import tempfile
 
     from avf.compress import quantize
-    from avf.compress.runtime import OnnxModel
-    from avf.metrics import EvaluationAccumulator
+    from avf.runtime.onnxruntime_cpu import OnnxRuntimeCpuRunner
+    from avf.runtime.scoring import score
 
     source = ctx.out / fp32["artifact"] / "model.onnx"
     eval_data, calib_rows = _data(ctx, "eval"), _calibration(ctx)
-    fp32_gap = _gap(OnnxModel(source, threads=ctx.options.threads), eval_data, EvaluationAccumulator)
+    fp32_gap = score(OnnxRuntimeCpuRunner(source, threads=ctx.options.threads), eval_data)["gap"]
     layers = []
     with tempfile.TemporaryDirectory(dir=ctx.out / "records", prefix=".sensitivity.", suffix=".tmp") as work:
         for node in quantize.quantizable_nodes(source):
             target = Path(work) / "one.onnx"
             quantize.quantize_int8_static(source, target, iter(calib_rows), "percentile", only=[node])
-            gap = _gap(OnnxModel(target, threads=ctx.options.threads), eval_data, EvaluationAccumulator)
+            gap = score(OnnxRuntimeCpuRunner(target, threads=ctx.options.threads), eval_data)["gap"]
             layers.append({"node": node, "gap_lost": fp32_gap - gap})
     layers.sort(key=lambda entry: -entry["gap_lost"])
     atomic_write_text(path, json.dumps(seal({"ratio": ratio, "fp32_gap": fp32_gap, "layers": layers,
@@ -309,11 +310,3 @@ def _calibration(ctx: Context) -> list:
     data = _data(ctx, "calib")
     rows = np.sort(np.random.default_rng(ctx.options.seed).permutation(len(data))[:ctx.options.calib_size])
     return [data.batch(rows[start:start + 256])[:2] for start in range(0, len(rows), 256)]
-
-
-def _gap(model, data, accumulator_type) -> float:
-    accumulator = accumulator_type(data.num_classes, 20)
-    for start in range(0, len(data), 512):
-        rgb, audio, labels = data.batch(np.arange(start, min(start + 512, len(data))))
-        accumulator.add(model(rgb, audio), labels)
-    return float(accumulator.result()["gap"])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from avf.compress.precisions import DEFAULT, PRECISIONS
 from avf.deploy.profiles import DeviceProfile
 
 #: int8 static calibration methods, the default first (the others are tried where it falls short).
@@ -22,7 +23,7 @@ class Setting:
     """One candidate: what avf-compress is asked to build."""
 
     ratio: float  # 0 = fold only
-    precision: str  # fp32, fp16, int8, int8-dynamic
+    precision: str  # a name of avf.compress.precisions.PRECISIONS
     calib_method: str | None = None  # int8 only
     keep_float: tuple[str, ...] = field(default_factory=tuple)  # int8 mixed precision: layers kept float
 
@@ -42,16 +43,23 @@ def ratio_grid(step: float) -> list[float]:
     return [round(i * step, 4) for i in range(count + 1)]
 
 
+def search_order() -> list[str]:
+    """Every precision of the registry, in the order the search builds them: FP32 first (its boundary bounds
+    every other precision's), then those that calibrate (their calibration and mixed-precision variants follow
+    at their edge), then the rest in registry order."""
+    return sorted(PRECISIONS, key=lambda name: (name != DEFAULT, not PRECISIONS[name].calibrates))
+
+
 def precisions_for(profile: DeviceProfile) -> tuple[list[str], dict[str, str]]:
     """(precisions to search, in search order; {precision: why it is not searched})."""
     searched, skipped = [], {}
     supports = set(profile.precisions)
     gpu = profile.kind != "cpu"
-    for precision in ("fp32", "int8", "fp16", "int8-dynamic", "int4"):
-        compute = "int8" if precision.startswith("int") else precision  # int4: INT8 arithmetic (MatMulNBits)
-        if compute not in supports:
-            skipped[precision] = f"{profile.name} lists no {compute} ({', '.join(profile.precisions)})"
-        elif precision in ("int8-dynamic", "int4") and gpu:
+    for precision in search_order():
+        spec = PRECISIONS[precision]
+        if spec.compute not in supports:
+            skipped[precision] = f"{profile.name} lists no {spec.compute} ({', '.join(profile.precisions)})"
+        elif spec.cpu_only and gpu:
             skipped[precision] = (f"weights-only {precision} is an ONNX Runtime CPU format; {profile.name} deploys "
                                   f"with {profile.preferred_backend}")
         else:

@@ -1,0 +1,45 @@
+"""``CompressOptions``: what avf-compress is asked to build, each setting's default and limits stated once.
+
+A module of its own, free of torch and ONNX, so the CLI can take its option defaults from here when it starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from avf.compress.precisions import DEFAULT, PrecisionName
+from avf.compress.quantize import CALIBRATION_METHODS
+
+
+class CompressOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf are no settings
+
+    checkpoint: Path
+    out: Path | None = None
+    force: bool = False
+    fold: bool = True
+    prune: float | None = Field(None, gt=0.0, lt=1.0)
+    finetune_epochs: int = Field(1, ge=0)
+    finetune_lr: float = 1e-4
+    train: str | None = None
+    precision: PrecisionName = DEFAULT
+    calib: str | None = None
+    calib_method: Literal[CALIBRATION_METHODS] = "percentile"  # type: ignore[valid-type]
+    calib_size: int = Field(1024, ge=1)
+    eval: str | None = None
+    eval_size: int | None = Field(None, ge=1)
+    min_retention: float = Field(0.99, ge=0.0, le=1.0)
+    backend: Literal["onnxruntime", "tensorrt", "torch-tensorrt"] = "onnxruntime"
+    seed: int = 0
+    #: INT8 mixed precision: these ONNX nodes (the most quantization-sensitive layers) stay float.
+    keep_float: list[str] = Field(default_factory=list)
+
+    def artifact_dir(self) -> Path:
+        if self.out is not None:
+            return self.out
+        stem = self.checkpoint.name.removesuffix(".pt")
+        pruned = f".pruned{round(self.prune * 100)}" if self.prune else ""
+        return self.checkpoint.parent / f"{stem}{pruned}.{self.precision}"
