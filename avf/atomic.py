@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import glob as globlib
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from avf.documents import read_mapping
 from avf.errors import InputError
 
 #: Says whether an existing folder is an output of ours of the expected kind (so --force may replace it).
@@ -56,14 +56,18 @@ def _signals_deferred() -> Iterator[None]:
 
 
 def json_file_says(name: str, key: str, *values: str) -> Recognizer:
-    """A recognizer: the folder holds JSON file ``name`` whose ``key`` is one of ``values``."""
+    """A recognizer: the folder holds JSON file ``name`` whose ``key`` is one of ``values``.
+
+    Read through :func:`avf.documents.read_mapping` like every document of ours (a FIFO in its place is
+    refused, not waited on); anything it refuses is simply not ours.
+    """
 
     def recognize(folder: Path) -> bool:
         try:
-            data = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
+            data = read_mapping(folder / name, f"{name} of avf")
+        except InputError:
             return False
-        return isinstance(data, dict) and data.get(key) in values
+        return data.get(key) in values
 
     return recognize
 
@@ -174,19 +178,34 @@ def _article(what: str) -> str:
 _WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
+class _WriteFailed(InputError):
+    """An output that could not be written (full disk, ...), named."""
+
+
 @contextmanager
 def _write_failures_named(final: Path) -> Iterator[None]:
     """Turn a failed write of ``final`` (full disk, ...) into one InputError naming it; other errors pass unchanged.
 
     The OSError of a full disk carries no file name (``write`` has none), so without this the user would
-    read "No space left on device" and not know which output could not be written.
+    read "No space left on device" and not know which output could not be written. Where atomic outputs
+    nest (a shard written by :func:`atomic_file` inside the temporary folder of an :func:`atomic_directory`),
+    the outermost names it: that is the output the user named, the inner one lives in a temporary.
     """
     try:
         yield
+    except _WriteFailed as exc:
+        raise _WriteFailed(final, exc.problem) from None
     except OSError as exc:
         if exc.errno not in _WRITE_FAILURES:
             raise
-        raise InputError(final, f"cannot write it: {exc.strerror or exc}") from None
+        raise _WriteFailed(final, f"cannot write it: {exc.strerror or exc}") from None
+
+
+#: The random part tempfile puts in every temporary's name, between :func:`temporary_prefix` and the suffix.
+_RANDOM = r"[a-z0-9_]{8}"
+#: Any temporary of this module: ``.NAME.XXXXXXXX.tmp`` (or ``.tmp.EXT``: a suffix that keeps a writer's format,
+#: e.g. ``.tmp.onnx``) and the ``.NAME.XXXXXXXX.old`` folder a replaced output is moved into before it is deleted.
+_TEMPORARY = re.compile(r"\..+\." + _RANDOM + r"(\.tmp(\.[A-Za-z0-9]+)?|\.old)")
 
 
 def stale_temporaries(final: str | Path, suffix: str = ".tmp") -> list[Path]:
@@ -194,10 +213,49 @@ def stale_temporaries(final: str | Path, suffix: str = ".tmp") -> list[Path]:
     process killed mid-write (``kill -9``) left beside it: ``.NAME.XXXXXXXX.tmp`` and nothing else, so a
     sweep never touches a user's own ``.*.tmp`` file."""
     final = Path(final)
-    pattern = re.compile(re.escape(temporary_prefix(final, suffix)) + r"[a-z0-9_]{8}" + re.escape(suffix))
+    pattern = re.compile(re.escape(temporary_prefix(final, suffix)) + _RANDOM + re.escape(suffix))
     if not final.parent.is_dir():
         return []
     return [entry for entry in final.parent.iterdir() if pattern.fullmatch(entry.name)]
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Remove every temporary this module's writers left in ``folder`` (a process killed mid-write), whatever
+    output each was for: for a folder all of whose outputs are ours (a tune work folder), where the names of
+    the outputs are not known in advance. Only names of this module's shape (``.NAME.XXXXXXXX.tmp``,
+    ``.tmp.EXT``, ``.old``) are touched, never a user's ``.notes.tmp`` or ``.bashrc.old``; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [entry for entry in folder.iterdir() if _TEMPORARY.fullmatch(entry.name)]
+    for entry in removed:
+        _remove(entry)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _trash_beside(final: Path) -> Path:
+    """A fresh hidden ``.NAME.XXXXXXXX.old`` folder beside ``final``, for what is about to be deleted: moved
+    there first (one rename), an output is gone from its place at once, whatever happens to the deletion."""
+    return Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".old"), suffix=".old", dir=final.parent))
+
+
+def empty_directory(folder: str | Path) -> None:
+    """Remove everything inside ``folder`` (an output of ours, which the caller has checked and locked), keeping
+    the folder itself: its entries are moved aside into a trash beside it, then deleted."""
+    folder = Path(folder)
+    trash = _trash_beside(folder)
+    try:
+        for entry in folder.iterdir():
+            entry.rename(trash / entry.name)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
@@ -266,8 +324,7 @@ def atomic_directory(final: str | Path, force: bool = False, *, ours: Recognizer
             yield tmp
             with _signals_deferred():  # the swap is never left half done: old folder out, new one not yet in
                 if final.exists():
-                    trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(final, ".old"), suffix=".old",
-                                                  dir=final.parent))
+                    trash = _trash_beside(final)
                     os.replace(final, trash / final.name)
                     os.replace(tmp, final)
                     tmp = None

@@ -128,8 +128,16 @@ def validate(path: Path, what: str, data: dict, model: type[Model]) -> Model:
         raise InputError(path, f"invalid {what}: {first_problem(exc)}") from None
 
 
+def read_mapping(path: str | Path, what: str, language: str = "json") -> dict:
+    """Read and parse a document into its mapping, not yet validated: for a reader that checks something first
+    (a format tag, to say "not a bench result" rather than name a field), a recognizer that asks one key, or a
+    document of ours without a schema."""
+    path = Path(path)
+    return parse_mapping(path, what, read_text(path, what), language)
+
+
 def read_document(path: str | Path, what: str, model: type[Model], language: str = "json") -> tuple[dict, Model]:
     """Read, parse and validate a document; returns the raw mapping and the validated model."""
     path = Path(path)
-    data = parse_mapping(path, what, read_text(path, what), language)
+    data = read_mapping(path, what, language)
     return data, validate(path, what, data, model)

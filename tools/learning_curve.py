@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 import time
@@ -27,7 +26,9 @@ def _finished(run: Path, epochs: int) -> bool:
     log = run / "metrics.json"
     if not log.is_file():
         return False
-    data = json.loads(log.read_text())
+    from avf.documents import read_mapping
+
+    data = read_mapping(log, "a training metrics log")
     return len(data["history"]) >= epochs or bool(data.get("stopped_early"))
 
 
@@ -44,15 +45,17 @@ def _settings(args, model: str, train: str, run: Path):
 
 
 def _videos(store: str) -> int:
-    manifest = Path(store) / "manifest.json"
-    if manifest.is_file():
-        return int(json.loads(manifest.read_text())["videos"])
+    from avf.data.feature_store import is_store, read_manifest
     from avf.train.data import load_training_data
+
+    if is_store(store):
+        return read_manifest(store)[1].videos
 
     return len(load_training_data(store))
 
 
 def run_curve(args) -> list[dict]:
+    from avf.documents import read_mapping
     from avf.train.loop import train
 
     rows = []
@@ -63,7 +66,7 @@ def run_curve(args) -> list[dict]:
             settings = _settings(args, model, store, run)
             saved = run / "metrics.json"
             if saved.is_file():
-                old = json.loads(saved.read_text())["settings"]
+                old = read_mapping(saved, "a training metrics log")["settings"]
                 differ = [k for k, v in settings.model_dump().items() if k not in ("out", "threads", "epochs")
                           and old.get(k, v) != v]
                 if differ:
@@ -76,7 +79,7 @@ def run_curve(args) -> list[dict]:
                 print(f"== {model} @ {size}: training", flush=True)
                 train(settings, resume=(run / "last.pt").is_file(), resume_epochs=args.epochs, console=_console())
                 print(f"== {model} @ {size}: {time.perf_counter() - started:.0f} s", flush=True)
-            log = json.loads(saved.read_text())
+            log = read_mapping(saved, "a training metrics log")
             best = max(log["history"], key=lambda r: r["val_gap"])
             rows.append({"model": model, "size": size, "videos": _videos(store), "gap": round(100 * best["val_gap"], 2),
                          "best_epoch": best["epoch"], "epochs": len(log["history"]),

@@ -17,7 +17,6 @@ Then train with ``avf train --train OUT/train --val OUT/val ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,15 +27,16 @@ def shard_list(recipe: dict, name: str, data: Path) -> list[Path]:
 
 
 def _up_to_date(store: Path, shards: list[Path]) -> bool:
-    manifest = store / "manifest.json"
-    if not manifest.is_file():
-        return False
-    from avf.data.feature_store import STORE_VERSION
+    from avf.data.feature_store import is_store, read_manifest
+    from avf.errors import InputError
 
-    recorded = json.loads(manifest.read_text())
-    if recorded.get("version") != STORE_VERSION:  # an older store (no array checksums): rebuilt
+    if not is_store(store):
         return False
-    sources = [Path(s["path"]).name for s in recorded["sources"]]
+    try:
+        recorded = read_manifest(store)[1]
+    except InputError:  # an older store (no array checksums) or a damaged manifest: rebuilt
+        return False
+    sources = [Path(s.path).name for s in recorded.sources]
     return sources == [s.name for s in shards]
 
 
@@ -56,7 +56,9 @@ def main(argv=None) -> int:
     from avf.data.feature_store import convert, subset
     from avf.errors import InputError
 
-    recipe = json.loads(args.recipe.read_text())
+    from avf.documents import read_mapping
+
+    recipe = read_mapping(args.recipe, "a split recipe")
     names = (args.only.split(",") if args.only else list(recipe["stores"]) if args.all else recipe["standard"])
     for name in names:
         if name not in recipe["stores"]:

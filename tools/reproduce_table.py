@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import subprocess
@@ -31,7 +30,9 @@ def _finished(run: Path, epochs: int) -> bool:
     history = run / "metrics.json"
     if not history.is_file():
         return False
-    log = json.loads(history.read_text())
+    from avf.documents import read_mapping
+
+    log = read_mapping(history, "a training metrics log")
     return len(log["history"]) >= epochs or bool(log.get("stopped_early"))
 
 
@@ -78,7 +79,9 @@ RECIPE_KEYS = ("model", "train", "val", "epochs", "lr", "batch_size", "schedule"
 
 def _check_same_recipe(run: Path, settings) -> None:
     """A run left in --runs by another recipe must not land in this table under this recipe's name."""
-    stored = json.loads((run / "metrics.json").read_text())["settings"] if (run / "metrics.json").is_file() else None
+    from avf.documents import read_mapping
+
+    stored = read_mapping(run / "metrics.json", "a training metrics log")["settings"] if (run / "metrics.json").is_file() else None
     if stored is None:
         return
     wanted = settings.model_dump()
@@ -98,7 +101,9 @@ def _console():
 def _row(name: str, run: Path) -> dict:
     from avf.models import REGISTRY
 
-    log = json.loads((run / "metrics.json").read_text())
+    from avf.documents import read_mapping
+
+    log = read_mapping(run / "metrics.json", "a training metrics log")
     best = max(log["history"], key=lambda r: r["val_gap"])
     spec = REGISTRY[name]
     return {

@@ -150,8 +150,12 @@ def main() -> None:
                "--threads", args.threads, "-o", out, *args.tune_args, check=False)
     if code not in (0, 3):
         raise SystemExit(f"avf tune failed with exit {code}")
-    state = json.loads((out / "tune.json").read_text())
-    records = json.loads((out / "candidates.json").read_text())["candidates"]
+    from avf.documents import read_document
+    from avf.tune.records import read_candidates
+    from avf.tune.workdir import STATE, TuneState
+
+    state = read_document(out / STATE, "tune folder state", TuneState)[0]
+    records = read_candidates(out)
     result = {"command": "python tools/tune_real.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
               "tune_exit": code, "chosen": state["chosen"], "closest": state["closest"], "notes": state.get("notes"),
               "strategy": state["strategy"], "candidates": len(records),

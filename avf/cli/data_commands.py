@@ -11,8 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from avf.cli.options import option
 from avf.cli.progress import bytes_progress, count_progress
+from avf.data.feature_store import convert as convert_store
 from avf.data.sources import expand_sources
+from avf.data.summary import summarize
+from avf.data.synthetic import synthesize
 
 data_app = typer.Typer(help="YouTube-8M data: synthesize, convert to a feature store, inspect.", no_args_is_help=True)
 stdout = Console()
@@ -31,15 +35,13 @@ class FeatureDtype(str, Enum):
 @data_app.command()
 def synth(
     out: Path = typer.Argument(..., help="Directory to create (train/validate/test shards + vocabulary.csv)."),
-    videos: int = typer.Option(2000, "--videos", "-n", min=10, help="Videos in all splits together."),
-    classes: int = typer.Option(100, "--classes", "-c", min=2, help="Vocabulary size."),
-    level: Level = typer.Option(Level.video, "--level", help="video: mean features; frame: 1 s uint8 frames."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same bytes."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    videos: int = option(synthesize, "videos", "--videos", "-n", min=10, help="Videos in all splits together."),
+    classes: int = option(synthesize, "classes", "--classes", "-c", min=2, help="Vocabulary size."),
+    level: Level = option(synthesize, "level", "--level", help="video: mean features; frame: 1 s uint8 frames."),
+    seed: int = option(synthesize, "seed", "--seed", min=0, help="Same seed, same bytes."),
+    force: bool = option(synthesize, "force", "--force", help="Replace OUT if it exists."),
 ) -> None:
     """Write learnable synthetic data in the exact YouTube-8M TFRecord schema."""
-    from avf.data.synthetic import synthesize
-
     with count_progress(f"synthesizing {level.value}-level videos", videos) as advance:
         summary = synthesize(out, videos=videos, classes=classes, level=level.value, seed=seed,
                              force=force, progress=advance)
@@ -51,14 +53,16 @@ def synth(
 def convert(
     source: str = typer.Argument(..., help="TFRecord file, directory or quoted glob, e.g. 'data/train*.tfrecord'."),
     store: Path = typer.Argument(..., help="Feature store directory to create."),
-    classes: int = typer.Option(None, "--classes", "-c", min=1, help="Class count (default: vocabulary.csv beside the data, else 3862)."),
-    vocabulary: Path = typer.Option(None, "--vocabulary", help="vocabulary.csv to check labels against."),
-    dtype: FeatureDtype = typer.Option(FeatureDtype.float16, "--dtype", help="Video-level feature dtype (frame level stays uint8)."),
-    force: bool = typer.Option(False, "--force", help="Replace STORE if it exists (only once the new one is complete)."),
+    classes: int = option(convert_store, "num_classes", "--classes", "-c", min=1,
+                          help="Class count (default: vocabulary.csv beside the data, else 3862)."),
+    vocabulary: Path = option(convert_store, "vocabulary", "--vocabulary",
+                              help="vocabulary.csv to check labels against."),
+    dtype: FeatureDtype = option(convert_store, "feature_dtype", "--dtype",
+                                 help="Video-level feature dtype (frame level stays uint8)."),
+    force: bool = option(convert_store, "force", "--force",
+                         help="Replace STORE if it exists (only once the new one is complete)."),
 ) -> None:
     """Convert TFRecords into a memory-mapped feature store for training."""
-    from avf.data.feature_store import convert as convert_store
-
     shards = expand_sources(source)
     total = sum(shard.stat().st_size for shard in shards)
     with bytes_progress(f"converting {len(shards)} shards", total) as advance:
@@ -73,14 +77,14 @@ def convert(
 @data_app.command()
 def inspect(
     path: str = typer.Argument(..., help="TFRecord file, directory, quoted glob, or feature store."),
-    classes: int = typer.Option(None, "--classes", "-c", min=1, help="Class count to check labels against."),
-    vocabulary: Path = typer.Option(None, "--vocabulary", help="vocabulary.csv for class names."),
-    top: int = typer.Option(10, "--top", min=1, help="How many of the most frequent classes to list."),
+    classes: int = option(summarize, "num_classes", "--classes", "-c", min=1,
+                          help="Class count to check labels against."),
+    vocabulary: Path = option(summarize, "vocabulary", "--vocabulary", help="vocabulary.csv for class names."),
+    top: int = option(summarize, "top", "--top", min=1, help="How many of the most frequent classes to list."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Read everything (checking every CRC and the schema) and summarize counts, labels and features."""
     from avf.data.feature_store import is_store
-    from avf.data.summary import summarize
 
     if is_store(path):
         result = summarize(path, classes, vocabulary, top)

@@ -11,6 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.cli.options import option
+from avf.deploy.bench import BATCHES, SCENARIOS, benchmark
+from avf.deploy.demo import run_demo
+from avf.deploy.predict import predict
+from avf.deploy.triton import write_triton_repository
 from avf.errors import ExitCode
 
 stdout = Console()
@@ -41,22 +46,23 @@ def profiles_command(
 
 def bench_command(
     target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
-    backend: str = typer.Option("auto", "--backend", help="Artifacts: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt or "
-                                "tensorrt (the engine avf-compress built), torch-tensorrt (its model.ep); checkpoints: pytorch or torch-compile."),
-    batch: str = typer.Option("1,8,64", "--batch", help="Batch sizes for the offline scenario."),
-    scenario: str = typer.Option("single-stream,offline", "--scenario", help="single-stream and/or offline."),
-    duration: float = typer.Option(3.0, "--duration", min=0.0, help="Timed seconds per measurement."),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    precision: str = typer.Option(None, "--precision", help="Checkpoints: fp32 (default), fp16 or bf16."),
-    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Checkpoints on cuda: replay CUDA graphs "
-                                     "(torch-compile: its reduce-overhead mode)."),
+    backend: str = option(benchmark, "backend", "--backend", help="Artifacts: onnxruntime, onnxruntime-cuda, "
+                          "onnxruntime-tensorrt or tensorrt (the engine avf-compress built), torch-tensorrt (its "
+                          "model.ep); checkpoints: pytorch or torch-compile."),
+    batch: str = typer.Option(",".join(map(str, BATCHES)), "--batch", help="Batch sizes for the offline scenario."),
+    scenario: str = typer.Option(",".join(SCENARIOS), "--scenario", help="single-stream and/or offline."),
+    duration: float = option(benchmark, "duration", "--duration", min=0.0, help="Timed seconds per measurement."),
+    threads: int = option(benchmark, "threads", "--threads", min=1, help="CPU threads (default: all cores)."),
+    device: str = option(benchmark, "device", "--device", help="cpu or cuda."),
+    precision: str = option(benchmark, "precision", "--precision", help="Checkpoints: fp32 (default), fp16 or bf16."),
+    cuda_graphs: bool = option(benchmark, "cuda_graphs", "--cuda-graphs", help="Checkpoints on cuda: replay CUDA "
+                               "graphs (torch-compile: its reduce-overhead mode)."),
     out: str = typer.Option("bench.json", "--out", "-o", help="Results JSON (a PNG plot is written beside it)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results file (and its plot)."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions."""
     from avf.cli.progress import stderr
-    from avf.deploy.bench import benchmark, check_bench_outputs, write_bench
+    from avf.deploy.bench import check_bench_outputs, write_bench
     from avf.errors import InputError
 
     try:
@@ -98,15 +104,15 @@ def predict_command(
     target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
     data: str = typer.Option(..., "--data", help="TFRecord file(s)/directory/quoted glob, or a feature store."),
     out: str = typer.Option("predictions.csv", "--out", "-o", help="CSV in the YouTube-8M challenge format."),
-    top_k: int = typer.Option(20, "--top-k", min=1),
-    vocab: str = typer.Option(None, "--vocab", help="vocabulary.csv: adds a LabelNames column."),
-    batch_size: int = typer.Option(1024, "--batch-size", min=1),
-    threads: int = typer.Option(None, "--threads", min=1),
-    force: bool = typer.Option(False, "--force", help="Replace an existing predictions file."),
+    top_k: int = option(predict, "top_k", "--top-k", min=1),
+    vocab: str = option(predict, "vocabulary", "--vocab", help="vocabulary.csv: adds a LabelNames column."),
+    batch_size: int = option(predict, "batch_size", "--batch-size", min=1),
+    threads: int = option(predict, "threads", "--threads", min=1),
+    force: bool = option(predict, "force", "--force", help="Replace an existing predictions file."),
 ) -> None:
     """Top-k predictions as VideoId,LabelConfidencePairs (streamed, with a progress bar)."""
     from avf.cli.progress import count_progress, stderr
-    from avf.deploy.predict import count_videos, predict
+    from avf.deploy.predict import count_videos
 
     with count_progress("predict", count_videos(data)) as advance:  # TFRecords: count unknown until read
         written = predict(target, data, out, top_k, vocab, batch_size, threads, advance=advance, force=force)
@@ -200,15 +206,14 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
 def triton_command(
     artifact: str = typer.Argument(...),
     out: str = typer.Option(..., "--out", "-o", help="Model repository directory (created, or added to)."),
-    max_batch: int = typer.Option(64, "--max-batch", min=1),
+    max_batch: int = option(write_triton_repository, "max_batch", "--max-batch", min=1),
     cpu: bool = typer.Option(False, "--cpu", help="KIND_CPU instances instead of KIND_GPU."),
-    force: bool = typer.Option(False, "--force", help="Replace this model's folder in the repository (only that one)."),
-    name: str = typer.Option(None, "--name", help="The model's name in the repository (default: report.json's model "
-                             "name); letters, digits, '_', '.', '-'."),
+    force: bool = option(write_triton_repository, "force", "--force",
+                         help="Replace this model's folder in the repository (only that one)."),
+    name: str = option(write_triton_repository, "name", "--name", help="The model's name in the repository "
+                       "(default: report.json's model name); letters, digits, '_', '.', '-'."),
 ) -> None:
     """A Triton model repository (config.pbtxt, dynamic batching) for server GPUs."""
-    from avf.deploy.triton import write_triton_repository
-
     folder = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu, name=name)
     stdout.print(f"Triton model {folder.name} in repository {out} ({folder})", markup=False)
 
@@ -223,15 +228,14 @@ def _check_device(device: str) -> None:
 def demo_command(
     out: Path = typer.Option(Path("avf-demo"), "--out", "-o", help="The one folder every file goes into."),
     data: str = typer.Option(None, "--data", help="Real YouTube-8M video-level shards (directory or glob) instead of synthetic data."),
-    epochs: int = typer.Option(3, "--epochs", min=1),
-    videos: int = typer.Option(4000, "--videos", min=100, help="Synthetic videos (without --data)."),
-    bench_seconds: float = typer.Option(2.0, "--bench-seconds", min=0.1),
-    threads: int = typer.Option(None, "--threads", min=1),
-    force: bool = typer.Option(False, "--force", help="Reuse an existing --out folder."),
+    epochs: int = option(run_demo, "epochs", "--epochs", min=1),
+    videos: int = option(run_demo, "videos", "--videos", min=100, help="Synthetic videos (without --data)."),
+    bench_seconds: float = option(run_demo, "bench_seconds", "--bench-seconds", min=0.1),
+    threads: int = option(run_demo, "threads", "--threads", min=1),
+    force: bool = option(run_demo, "force", "--force", help="Reuse an existing --out folder."),
 ) -> None:
     """The main job end to end: data, train, avf-compress --int8, avf-bench, avf-deploy manifest."""
     from avf.cli.progress import stderr
-    from avf.deploy.demo import run_demo
 
     summary = run_demo(out, data, epochs, videos, bench_seconds=bench_seconds, threads=threads, force=force,
                        say=lambda line: stderr.print(line, markup=False, highlight=False))

@@ -8,11 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from avf.data import AUDIO_DIM, RGB_DIM
+
 
 def models_command(
     classes: int = typer.Option(4716, "--classes", "-c", min=1, help="Class count (the paper's counts are for 4716)."),
-    rgb_dim: int = typer.Option(1024, "--rgb-dim", min=1),
-    audio_dim: int = typer.Option(128, "--audio-dim", min=1),
+    rgb_dim: int = typer.Option(RGB_DIM, "--rgb-dim", min=1),
+    audio_dim: int = typer.Option(AUDIO_DIM, "--audio-dim", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, params, paper_params}."),
 ) -> None:
     """List every model of the zoo: name, parameters (counted, not estimated), the paper's count."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -11,49 +12,58 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.cli.options import option
 from avf.cli.progress import stderr
 from avf.errors import ExitCode
+from avf.tune.search import TuneOptions
 
 _stdout = Console()
 
 
+_option = partial(option, TuneOptions)  # every option's default and limits are TuneOptions' own
+
+
 def tune_command(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train`."),
-    profile: str = typer.Option(..., "--profile", "-p", help="Device profile: a shipped name (avf profiles) or a YAML file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Working folder; rerun the same command to resume a search."),
-    force: bool = typer.Option(False, "--force", help="Start over in an OUT of ours (another search's folder)."),
-    min_retention: float = typer.Option(0.99, "--min-retention", help="Keep at least this fraction of the FP32 GAP."),
-    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="p99 latency budget (default: the profile's)."),
-    max_memory_mib: float = typer.Option(None, "--max-memory-mib", help="Memory budget (default: the profile's)."),
-    batch: int = typer.Option(1, "--batch", help="Batch size the costs are taken at."),
-    objective: str = typer.Option("latency", "--objective", help="latency, size or energy."),
-    calib: str = typer.Option(None, "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
-    train: str = typer.Option(None, "--train", help="Distillation data after pruning (default: the checkpoint's)."),
-    eval_data: str = typer.Option(None, "--eval", help="Selection data the search scores on (default: the checkpoint's validation data)."),
-    test: str = typer.Option(None, "--test", help="Held-out data, used only to report the chosen artifact's retention."),
-    time_budget: float = typer.Option(30.0, "--time-budget", help="Minutes for this run; rerun to continue."),
-    finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Distillation epochs per prune ratio."),
-    calib_size: int = typer.Option(1024, "--calib-size", help="Calibration videos."),
-    eval_size: int = typer.Option(None, "--eval-size", help="Score on the first N selection videos only."),
-    ratio_step: float = typer.Option(0.05, "--ratio-step", help="Prune-ratio grid step (0 to 0.9) bisection chooses on."),
-    max_keep_float: int = typer.Option(3, "--max-keep-float", help="INT8 mixed precision: at most k layers kept float."),
-    bench_duration: float = typer.Option(1.5, "--bench-duration", help="Timed seconds per avf-bench measurement."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the cores this process may use)."),
-    seed: int = typer.Option(0, "--seed"),
+    profile: str = _option("profile", "--profile", "-p",
+                           help="Device profile: a shipped name (avf profiles) or a YAML file."),
+    out: Path = _option("out", "--out", "-o", help="Working folder; rerun the same command to resume a search."),
+    force: bool = _option("force", "--force", help="Start over in an OUT of ours (another search's folder)."),
+    min_retention: float = _option("min_retention", "--min-retention",
+                                   help="Keep at least this fraction of the FP32 GAP."),
+    max_latency_ms: float = _option("max_latency_ms", "--max-latency-ms",
+                                    help="p99 latency budget (default: the profile's)."),
+    max_memory_mib: float = _option("max_memory_mib", "--max-memory-mib",
+                                    help="Memory budget (default: the profile's)."),
+    batch: int = _option("batch", "--batch", help="Batch size the costs are taken at."),
+    objective: str = _option("objective", "--objective", help="latency, size or energy."),
+    calib: str = _option("calib", "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
+    train: str = _option("train", "--train", help="Distillation data after pruning (default: the checkpoint's)."),
+    eval_data: str = _option("eval", "--eval", help="Selection data the search scores on (default: the "
+                             "checkpoint's validation data)."),
+    test: str = _option("test", "--test", help="Held-out data, used only to report the chosen artifact's retention."),
+    time_budget: float = _option("time_budget", "--time-budget", help="Minutes for this run; rerun to continue."),
+    finetune_epochs: int = _option("finetune_epochs", "--finetune-epochs", help="Distillation epochs per prune ratio."),
+    calib_size: int = _option("calib_size", "--calib-size", help="Calibration videos."),
+    eval_size: int = _option("eval_size", "--eval-size", help="Score on the first N selection videos only."),
+    ratio_step: float = _option("ratio_step", "--ratio-step",
+                                help="Prune-ratio grid step (0 to 0.9) bisection chooses on."),
+    max_keep_float: int = _option("max_keep_float", "--max-keep-float",
+                                  help="INT8 mixed precision: at most k layers kept float."),
+    bench_duration: float = _option("bench_duration", "--bench-duration",
+                                    help="Timed seconds per avf-bench measurement."),
+    threads: int = _option("threads", "--threads", default=None,
+                           help="CPU threads (default: the cores this process may use)."),
+    seed: int = _option("seed", "--seed"),
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
-    from avf.cli.options import validated
+    from avf.cli.options import from_options
     from avf.threads import default_threads
     from avf.tune.run import tune
-    from avf.tune.search import TuneOptions
 
-    options = validated(
-        TuneOptions, None, checkpoint=checkpoint, profile=profile, out=out, force=force, min_retention=min_retention,
-        max_latency_ms=max_latency_ms, max_memory_mib=max_memory_mib, batch=batch, objective=objective,
-        calib=calib, train=train, eval=eval_data, test=test, time_budget=time_budget,
-        finetune_epochs=finetune_epochs, calib_size=calib_size, eval_size=eval_size, ratio_step=ratio_step,
-        max_keep_float=max_keep_float, bench_duration=bench_duration, threads=threads or default_threads(),
-        seed=seed)
+    options = from_options(ctx, TuneOptions, {"eval_data": "eval"},
+                           threads=default_threads() if threads is None else threads)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with _search_progress() as (on_plan, on_record):
         state = tune(options, say=say, on_record=on_record, on_plan=on_plan)
@@ -97,9 +107,11 @@ def _search_progress():
 
 
 def _print(state: dict, options) -> None:
+    from avf.tune.records import read_candidates
+
     status = "measured" if state["costs"].startswith("measured") else "PREDICTED"
     stdout = Console(width=max(_stdout.width, 150))  # the tables are wide; wrapping them helps nobody
-    records = {r["id"]: r for r in _records(options.out)}
+    records = {r["id"]: r for r in read_candidates(options.out)}
     stdout.print(Text(f"costs: {state['costs']}", style="bold" if status == "measured" else "bold yellow"),
                  soft_wrap=True)
     for cost, label in (("latency", "retention vs latency"), ("size", "retention vs size")):
@@ -134,8 +146,3 @@ def _print(state: dict, options) -> None:
     stdout.print(Text(f"manifest: {Path(options.out) / 'manifest.json'} (deployable: {state['manifest']['deployable']})"),
                  soft_wrap=True)
 
-
-def _records(out: Path) -> list[dict]:
-    import json
-
-    return json.loads((Path(out) / "candidates.json").read_text())["candidates"]

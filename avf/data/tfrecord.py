@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
 import numpy as np
 
+from avf.atomic import atomic_file
 from avf.documents import open_regular
 from avf.errors import RecordError
 
@@ -313,19 +314,24 @@ def iter_payloads(path: str | Path) -> Iterator[tuple[int, bytes]]:
             yield offset, chunk.payload(i)
 
 
-class TFRecordWriter:
-    """Write records atomically: data goes to a temp file that is renamed on a clean close.
+class _Aborted(Exception):
+    """Handed to the atomic write on :meth:`TFRecordWriter.abort`: the shard is not to replace anything."""
 
-    An exception inside the ``with`` block removes the temp file, so a crash never leaves a
-    half-written shard under the final name.
+
+class TFRecordWriter:
+    """Write records atomically, through :func:`avf.atomic.atomic_file`: data goes to a temporary beside the
+    shard that is renamed into place on a clean close.
+
+    An exception inside the ``with`` block (or :meth:`abort`) removes the temporary, so a crash never leaves
+    a half-written shard under the final name, and a full disk is one error naming the shard.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._fh = os.fdopen(fd, "wb")
+        with ExitStack() as stack:  # a failure to open leaves no temporary behind
+            tmp = stack.enter_context(atomic_file(self.path))
+            self._fh = stack.enter_context(open(tmp, "wb"))
+            self._stack = stack.pop_all()  # kept open until close() or abort()
         self.records = 0
 
     def write(self, payload: bytes) -> None:
@@ -337,15 +343,12 @@ class TFRecordWriter:
         self.records += 1
 
     def close(self) -> None:
-        if self._fh.closed:
-            return
-        self._fh.close()
-        os.replace(self._tmp, self.path)
+        """Flush, close and rename the shard into place (a second call does nothing)."""
+        self._stack.close()
 
     def abort(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        """Close and remove the temporary; whatever was at the shard's path stays."""
+        self._stack.__exit__(_Aborted, _Aborted(), None)
 
     def __enter__(self) -> TFRecordWriter:
         return self
@@ -354,4 +357,4 @@ class TFRecordWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self._stack.__exit__(exc_type, exc, tb)

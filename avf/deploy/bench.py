@@ -25,6 +25,8 @@ from avf.errors import InputError
 from avf.threads import check_batch_fits, default_threads
 
 SCENARIOS = ("single-stream", "offline")
+#: The offline scenario's batch sizes unless told otherwise (avf-bench --batch takes its default from here).
+BATCHES = (1, 8, 64)
 
 
 def rss_mib() -> float:
@@ -47,7 +49,7 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
               device: str = "cpu", say: Callable[[str], None] = lambda line: None, precision: str | None = None,
               cuda_graphs: bool = False) -> dict:
     target = Path(target)
-    batches = batches or [1, 8, 64]
+    batches = batches or list(BATCHES)
     scenarios = scenarios or list(SCENARIOS)
     for scenario in scenarios:
         if scenario not in SCENARIOS:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from avf.documents import parse_mapping, read_text, validate
+from avf.documents import read_mapping, validate
 from avf.errors import InputError
 
 
@@ -81,7 +81,7 @@ def read_bench(path: str | Path) -> dict:
     """A bench.json written by avf-bench, with every field the deployment commands use checked."""
     path = Path(path)
     what = "an avf-bench result"
-    data = parse_mapping(path, what, read_text(path, what))
+    data = read_mapping(path, what)
     if data.get("format") != "avf-bench":
         raise InputError(path, f"not {what} (format is {data.get('format')!r})")
     validate(path, what, data, _Bench)

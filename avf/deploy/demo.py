@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from avf.atomic import atomic_write_text, check_output
+from avf.atomic import atomic_write_text, check_output, folder_lock, remove_temporaries
 from avf.errors import InputError
 
 
@@ -25,16 +25,27 @@ def _is_demo_folder(folder: Path) -> bool:
 def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 4000, classes: int = 100,
              bench_seconds: float = 2.0, threads: int | None = None, force: bool = False,
              say: Callable[[str], None] = print) -> dict:
+    """Run every stage into ``out``, a folder of ours kept between runs (``--force`` reuses it): checked like
+    any output, locked for the whole run (a second demo on it is refused), swept of the temporaries a killed
+    run left; every file and folder in it is written atomically by the stage that makes it."""
+    check_output(out, force=force, directory=True, ours=_is_demo_folder, inputs=[data], what="demo folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "demo folder"):
+        remove_temporaries(out)
+        return _run_stages(out, data, epochs, videos, classes, bench_seconds, threads, say)
+
+
+def _run_stages(out: Path, data: str | None, epochs: int, videos: int, classes: int, bench_seconds: float,
+                threads: int | None, say: Callable[[str], None]) -> dict:
     from avf.compress.pipeline import CompressionRejected, CompressOptions, compress
     from avf.data.feature_store import convert
     from avf.data.sources import expand_sources
     from avf.data.synthetic import synthesize
+    from avf.deploy.bench_record import read_bench
     from avf.deploy.manifest import build_manifest, write_manifest
     from avf.deploy.profiles import load_profile
     from avf.train.loop import TrainSettings, train
 
-    check_output(out, force=force, directory=True, ours=_is_demo_folder, inputs=[data], what="demo folder")
-    out.mkdir(parents=True, exist_ok=True)
     if data is None:
         say(f"1/6 data: {videos:,} synthetic YouTube-8M-format videos, {classes} classes -> {out / 'data'}")
         synthesize(out / "data", videos=videos, classes=classes, seed=0, force=True)
@@ -57,39 +68,39 @@ def run_demo(out: Path, data: str | None = None, epochs: int = 3, videos: int = 
     options = CompressOptions(checkpoint=checkpoint, out=out / "attend_fusion.int8", precision="int8", force=True)
     try:
         report = compress(options, say=lambda line: say("    " + line))
-    except CompressionRejected:
-        report = json.loads((out / "attend_fusion.int8" / "report.json").read_text())
+    except CompressionRejected as rejected:
+        report = rejected.report  # written and marked rejected: its figures still go into the summary
     say("4/6 bench: PyTorch FP32 eager checkpoint and the INT8 artifact, the same way")
     benches = {}
     for name, target in (("fp32", checkpoint), ("int8", out / "attend_fusion.int8")):
         # A fresh process per target, so resident memory and warm caches belong to that model alone.
         bench_json = out / f"bench_{name}.json"
-        command = [sys.executable, "-m", "avf", "bench", str(target), "--batch", "1,8,64", "--duration",
-                   str(bench_seconds), "-o", str(bench_json), "--force"] + (["--threads", str(threads)] if threads else [])
+        command = [sys.executable, "-m", "avf", "bench", str(target), "--duration", str(bench_seconds),
+                   "-o", str(bench_json), "--force"] + (["--threads", str(threads)] if threads else [])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"avf bench {target} failed: {result.stderr.strip()[-500:]}")
-        benches[name] = json.loads(bench_json.read_text())
+        benches[name] = read_bench(bench_json)
     say("5/6 manifest: x86-cpu profile, measured figures from the INT8 bench")
     profile = load_profile("x86-cpu")
-    deployable, reasons = False, [f"rejected by the retention gate: {report['reason']}; no manifest was written"]
+    deployable, reasons = False, [f"rejected by the retention gate: {report.reason}; no manifest was written"]
     (out / "manifest.json").unlink(missing_ok=True)  # one from an earlier run must not pass for this one's
-    if report["accepted"]:
+    if report.accepted:
         manifest = build_manifest(out / "attend_fusion.int8", profile, benches["int8"], manifest_path=out / "manifest.json")
         write_manifest(manifest, out / "manifest.json", force=True)
         deployable, reasons = manifest.decision.deployable, manifest.decision.reasons
-    retention = report["retention"]
+    retention = report.retention
     fp32_ms = benches["fp32"]["scenarios"]["single-stream"]["p50_ms"]
     int8_ms = benches["int8"]["scenarios"]["single-stream"]["p50_ms"]
     summary = {
-        "gap_fp32": retention["reference"]["gap"], "gap_int8": retention["compressed"]["gap"],
-        "gap_retention": retention["ratios"]["gap"], "f1_fp32": retention["reference"]["f1"],
-        "f1_int8": retention["compressed"]["f1"],
+        "gap_fp32": retention.reference["gap"], "gap_int8": retention.compressed["gap"],
+        "gap_retention": retention.ratios["gap"], "f1_fp32": retention.reference["f1"],
+        "f1_int8": retention.compressed["f1"],
         "size_fp32_mb": checkpoint.stat().st_size / 1e6,
-        "size_int8_mb": report["files"]["model.onnx"]["bytes"] / 1e6,
+        "size_int8_mb": report.model_file.bytes / 1e6,
         "latency_fp32_p50_ms": fp32_ms, "latency_int8_p50_ms": int8_ms, "speedup": fp32_ms / int8_ms,
         "deployable": deployable, "reasons": reasons, "profile": profile.name, "folder": str(out),
-        "eval_videos": retention["videos"],
+        "eval_videos": retention.videos,
         "files": sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

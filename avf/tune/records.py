@@ -69,6 +69,20 @@ class Record(BaseModel):
     sha256: str
 
 
+class Candidates(BaseModel):
+    """``OUT/candidates.json``: the record of every candidate of the search, as it was sealed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["avf-tune-candidates"]
+    candidates: list[Record]
+
+
+def read_candidates(out: Path) -> list[dict]:
+    """The records of ``OUT/candidates.json``, read through their schema."""
+    return read_document(Path(out) / "candidates.json", "a tune candidates list", Candidates)[0]["candidates"]
+
+
 class Layer(BaseModel):
     node: str
     gap_lost: float

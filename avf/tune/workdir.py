@@ -5,14 +5,13 @@ of every input) says which search it holds. A folder that is not ours is refused
 ``--force``; ours with other settings is refused unless ``--force`` (which starts over). One run
 at a time: the folder is locked (:func:`avf.atomic.folder_lock`) for the whole run, before anything
 in it is read or changed. Every finished file is written atomically, so a kill -9 loses at most
-the candidate in flight; its temporary leftovers (``.name.*.tmp``) are cleared on the next start.
+the candidate in flight; its temporary leftovers (``.NAME.XXXXXXXX.tmp``, and the like, named by
+:mod:`avf.atomic`) are cleared on the next start.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from avf.atomic import atomic_write_text, check_output, folder_lock, json_file_says, temporary_prefix
+from avf.atomic import atomic_write_text, check_output, empty_directory, folder_lock, json_file_says, remove_temporaries
 from avf.documents import read_document
 from avf.errors import InputError
 
@@ -65,7 +64,7 @@ def open_workdir(out: Path, identity: dict, *, force: bool, inputs,
             yield state, True
             return
         if ours:
-            _empty(out)
+            empty_directory(out)  # --force on our own folder: everything in it goes, the folder (and lock) stays
         state = {"format": "avf-tune", "version": VERSION, "identity": identity, "status": "running"}
         write_state(out, state)
         yield state, False
@@ -76,18 +75,6 @@ def write_state(out: Path, state: dict) -> None:
 
 
 def _clear_leftovers(out: Path) -> None:
-    """Temporary files and folders a killed run left (atomic writers name them .NAME.*.tmp / .old)."""
+    """Temporary files and folders a killed run left: only names of :mod:`avf.atomic`'s shape."""
     for folder in [out, *(out / name for name in SUBFOLDERS)]:
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if entry.name.startswith(".") and any(part in entry.name for part in (".tmp", ".old")):
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-
-
-def _empty(out: Path) -> None:
-    """--force on our own folder: move everything aside, then delete it."""
-    trash = Path(tempfile.mkdtemp(prefix=temporary_prefix(out, ".old"), suffix=".old", dir=out.parent))
-    for entry in out.iterdir():
-        entry.rename(trash / entry.name)
-    shutil.rmtree(trash, ignore_errors=True)
+        remove_temporaries(folder)
