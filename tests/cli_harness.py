@@ -1,11 +1,14 @@
-"""Run the real ``avf`` command in this process and watch what it touches: the tests' one harness."""
+"""Run the real ``avf`` command (in this process, or as its own process) and watch what it touches: the tests'
+one harness."""
 
 from __future__ import annotations
 
 import io
 import os
 import signal
-from contextlib import redirect_stderr, redirect_stdout
+import subprocess
+import sys
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 #: A command that reads a FIFO or loops would otherwise hang the whole suite.
@@ -36,6 +39,13 @@ def cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def avf_process(*args, cwd=None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m avf ARGS`` as a process of its own (what a user's shell runs: its own imports, signals
+    and exit), capturing its text output; a command still running after ``timeout`` seconds fails the test."""
+    return subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file and folder under ``root`` (hidden ones included) with its size and modification time."""
     state = {}
@@ -45,3 +55,15 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
             info = path.lstat()
             state[str(path.relative_to(root))] = (info.st_size if path.is_file() else -1, info.st_mtime_ns)
     return state
+
+
+@contextmanager
+def working_in(folder: Path):
+    """Run the enclosed commands from ``folder``, so that they name their files as a user in it would
+    (``data/train*.tfrecord``, ``run/best.pt``); the previous working folder is back afterwards."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(previous)

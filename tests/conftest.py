@@ -1,12 +1,16 @@
-"""Shared fixtures: TensorFlow-written reference records and the real shards when present."""
+"""Shared fixtures: TensorFlow-written reference records, the real shards when present, and the trained
+models that many modules only read (trained once per session)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli_harness import cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # As the avf command does (avf.threads.set_passive_waiting), before torch loads: with one other busy
@@ -101,3 +105,53 @@ def tf_frame_shard(tf, tmp_path_factory):
         for row in rows:
             writer.write(tf_frame_example(tf, *row))
     return path, rows
+
+
+# ----------------------------------------------------------------------------- trained once per session
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """``data/`` (200 synthetic videos, 12 classes) and ``run/``: a tiny Attend-Fusion (width 16) trained on it
+    for one epoch with --val (``best.pt``, ``last.pt``), through the real command.
+
+    Shared by every module that only reads a small trained model: a test that writes, writes under its own
+    tmp_path (a module that must work inside the run's folder copies it, or trains its own)."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("tiny_run")
+    assert cli("data", "synth", root / "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
+    code, _, err = cli("train", "-m", "attend_fusion", "--train", root / "data" / "train*.tfrecord", "--val",
+                       root / "data" / "validate*.tfrecord", "-o", root / "run", "--epochs", 1, "--width", 16,
+                       "--attention-width", 16, "--heads", 2, "--threads", 1)
+    assert code == 0, err
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_run) -> Path:
+    """The accepted FP32 artifact of ``tiny_run``'s best.pt, ``run/best.fp32`` (avf-compress, checked against
+    the run's validation data)."""
+    pytest.importorskip("onnxruntime")
+    artifact = tiny_run / "run" / "best.fp32"
+    code, _, err = cli("compress", tiny_run / "run" / "best.pt", "-o", artifact)
+    assert code == 0, err
+    return artifact
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A small Attend-Fusion (width 64, 3 epochs on 800 synthetic videos of 24 classes), trained enough for the
+    retention gate and the search to have something to keep, its data recorded in the checkpoint: (root,
+    ``root/attend_fusion.pt``, a copy of its best.pt). A module that writes beside the checkpoint copies it."""
+    pytest.importorskip("torch")
+    from avf.data.synthetic import synthesize
+    from avf.train.loop import TrainSettings, train
+
+    root = tmp_path_factory.mktemp("small_run")
+    synthesize(root / "data", videos=800, classes=24, seed=3)
+    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
+                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"), epochs=3,
+                        batch_size=64, lr=3e-3, width=64, attention_width=64, heads=4, seed=0))
+    checkpoint = root / "attend_fusion.pt"
+    shutil.copyfile(root / "run" / "best.pt", checkpoint)
+    return root, checkpoint

@@ -23,15 +23,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from avf.data.synthetic import synthesize
-    from avf.train.loop import TrainSettings, train
-
-    root = tmp_path_factory.mktemp("backends")
-    synthesize(root / "data", videos=200, classes=10, seed=7)
-    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"), out=str(root / "run"),
-                        epochs=1, batch_size=64, width=32, attention_width=32, heads=2))
-    return root / "run" / "last.pt"
+def checkpoint(tiny_run):
+    """The session's tiny run (its data beside it, in ``../data``)."""
+    return tiny_run / "run" / "last.pt"
 
 
 def _inputs(batch=4, seed=0):
@@ -69,13 +63,8 @@ def test_gpu_only_options_fail_clearly_without_a_gpu(checkpoint, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def artifact(checkpoint, tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    out = tmp_path_factory.mktemp("artifact") / "fp32"
-    result = subprocess.run([sys.executable, "-m", "avf", "compress", str(checkpoint), "-o", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return out
+def artifact(tiny_artifact):
+    return tiny_artifact
 
 
 def test_artifact_gpu_backends_run_or_name_what_is_missing(artifact):

@@ -9,21 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from avf.data.synthetic import synthesize
-
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_compress.py"
 
 
-def test_bench_compress_measures_every_row_against_one_reference(tmp_path):
+def test_bench_compress_measures_every_row_against_one_reference(tiny_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from avf.train.loop import TrainSettings, train
-
-    data = tmp_path / "data"
-    synthesize(data, videos=300, classes=12, seed=5)  # fewer classes than top-20: agreement is top-12
-    train(TrainSettings(model="attend_fusion", train=str(data / "train*.tfrecord"), out=str(tmp_path / "run"),
-                        epochs=1, batch_size=64, width=32, attention_width=32, heads=2))
+    data = tiny_run / "data"  # 12 classes, fewer than top-20: agreement is top-12
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "run" / "last.pt"), "--eval",
+    result = subprocess.run([sys.executable, str(TOOL), str(tiny_run / "run" / "last.pt"), "--eval",
                              str(data / "validate*.tfrecord"), "--train", str(data / "train*.tfrecord"), "--threads", "1",
                              "--prune", "0.5", "--seconds", "0.05", "--calib-size", "64", "--out", str(out)],
                             capture_output=True, text=True, timeout=600)

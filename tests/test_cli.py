@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from avf import __version__
-
-
-def avf(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+from cli_harness import avf_process as avf
 
 
 def test_version_and_help():

@@ -8,7 +8,6 @@ traceback, and not one file created, changed or removed anywhere under the worki
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,16 +19,14 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from cli_harness import cli, snapshot  # noqa: E402
+from cli_harness import cli, snapshot, working_in  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Data, a store, a small trained checkpoint, an accepted artifact, its bench and manifest, a profile."""
     root = tmp_path_factory.mktemp("contract")
-    previous = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_in(root):
         assert cli("data", "synth", "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
         assert cli("data", "synth", "frames", "--videos", 20, "--classes", 12, "--level", "frame", "--seed", 3)[0] == 0
         assert cli("data", "convert", "frames/validate*.tfrecord", "frame_store")[0] == 0
@@ -84,8 +81,6 @@ def world(tmp_path_factory):
         with_model_name(good, Path("name_absolute"), str(root / "escaped"))
         with_model_name(good, Path("name_quote"), 'a"\nplatform: "x')
         yield root
-    finally:
-        os.chdir(previous)
 
 
 T = ["train", "-m", "attend_fusion", "--train", "data/train*.tfrecord", "-o", "new_run", "--epochs", "1"]

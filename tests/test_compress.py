@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -24,16 +25,14 @@ from avf.train.loop import TrainSettings, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small Attend-Fusion trained on synthetic data, with its data recorded in the checkpoint."""
+def trained(small_run, tmp_path_factory):
+    """The session's small Attend-Fusion (its data recorded in the checkpoint), copied with its data into this
+    module's own folder: these tests write artifacts beside the checkpoint."""
+    source, checkpoint = small_run
     root = tmp_path_factory.mktemp("compress")
-    synthesize(root / "data", videos=800, classes=24, seed=3)
-    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
-                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"), epochs=3,
-                        batch_size=64, lr=3e-3, width=64, attention_width=64, heads=4, seed=0))
-    checkpoint = root / "attend_fusion.pt"
-    checkpoint.write_bytes((root / "run" / "best.pt").read_bytes())
-    return root, checkpoint
+    shutil.copytree(source / "data", root / "data")
+    shutil.copyfile(checkpoint, root / checkpoint.name)
+    return root, root / checkpoint.name
 
 
 def avf_compress(*args):

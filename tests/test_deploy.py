@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from avf.deploy.profiles import all_profiles, load_profile
 from avf.errors import InputError
+from cli_harness import avf_process as avf
 
 REQUIRED = {"jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb", "jetson-xavier-nx", "rtx-3090",
             "rtx-4090", "t4", "a100", "h100", "x86-cpu"}
-
-
-def avf(*args):
-    return subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def test_shipped_profiles_validate():
@@ -55,17 +50,9 @@ def test_a_users_yaml_works_and_bad_fields_are_named(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory):
-    pytest.importorskip("torch")
-    from avf.data.synthetic import synthesize
-    from avf.train.loop import TrainSettings, train
-
-    root = tmp_path_factory.mktemp("bench")
-    synthesize(root / "data", videos=300, classes=12, seed=4)
-    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
-                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"), epochs=1,
-                        batch_size=64, width=32, attention_width=32, heads=2))
-    return root / "run" / "best.pt"
+def small_checkpoint(tiny_run):
+    """The session's tiny run (its data beside it, in ``../data``)."""
+    return tiny_run / "run" / "best.pt"
 
 
 def test_bench_checkpoint_and_artifact_the_same_way(small_checkpoint, tmp_path):

@@ -24,17 +24,10 @@ from cli_harness import cli, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """Synthetic data, a tiny Attend-Fusion run and its accepted FP32 artifact ``run/best.fp32``."""
-    root = tmp_path_factory.mktemp("safety")
-    assert cli("data", "synth", root / "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
-    code, _, err = cli("train", "-m", "attend_fusion", "--train", root / "data" / "train*.tfrecord", "--val",
-                       root / "data" / "validate*.tfrecord", "-o", root / "run", "--epochs", 1, "--width", 16,
-                       "--attention-width", 16, "--heads", 2, "--threads", 1)
-    assert code == 0, err
-    code, _, err = cli("compress", root / "run" / "best.pt", "-o", root / "run" / "best.fp32")
-    assert code == 0, err
-    return root
+def built(tiny_run, tiny_artifact):
+    """Synthetic data, a tiny Attend-Fusion run and its accepted FP32 artifact ``run/best.fp32`` (the session's:
+    these tests only read them)."""
+    return tiny_run
 
 
 def refused(args, where: Path, *mentions: str) -> str:

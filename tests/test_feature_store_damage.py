@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from avf.data.feature_store import FeatureStore
 from avf.errors import InputError
-from cli_harness import cli, snapshot
+from cli_harness import cli, snapshot, working_in
 
 CLASSES = 12
 
@@ -36,9 +36,7 @@ CLASSES = 12
 def world(tmp_path_factory):
     """Synthetic data, a video-level and a frame-level store, another video store, a tiny checkpoint."""
     root = tmp_path_factory.mktemp("damage")
-    previous = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_in(root):
         for args in (("data", "synth", "data", "--videos", 60, "--classes", CLASSES, "--seed", 0),
                      ("data", "synth", "data2", "--videos", 60, "--classes", CLASSES, "--seed", 1),
                      ("data", "synth", "frames", "--videos", 20, "--classes", CLASSES, "--level", "frame", "--seed", 0),
@@ -50,8 +48,6 @@ def world(tmp_path_factory):
             code, _, err = cli(*args)
             assert code == 0, (args, err)
         yield root
-    finally:
-        os.chdir(previous)
 
 
 # ---- building damaged stores -------------------------------------------------------------------

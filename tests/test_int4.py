@@ -45,17 +45,9 @@ def test_onnxruntime_computes_with_exactly_the_packed_weights(tmp_path, k):
     assert np.abs(got - (x @ weight.T + bias)).max() > 0  # it really is 4-bit
 
 
-def test_compress_int4_artifact_runs_and_is_gated(tmp_path):
-    pytest.importorskip("torch")
-    from avf.data.synthetic import synthesize
-    from avf.train.loop import TrainSettings, train
-
-    synthesize(tmp_path / "data", videos=200, classes=10, seed=7)
-    train(TrainSettings(model="attend_fusion", train=str(tmp_path / "data" / "train*.tfrecord"),
-                        val=str(tmp_path / "data" / "validate*.tfrecord"), out=str(tmp_path / "run"),
-                        epochs=1, batch_size=64, width=32, attention_width=32, heads=2))
+def test_compress_int4_artifact_runs_and_is_gated(tiny_run, tmp_path):
     out = tmp_path / "int4"
-    result = subprocess.run([sys.executable, "-m", "avf", "compress", str(tmp_path / "run" / "last.pt"), "--int4",
+    result = subprocess.run([sys.executable, "-m", "avf", "compress", str(tiny_run / "run" / "last.pt"), "--int4",
                              "--min-retention", "0", "-o", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())

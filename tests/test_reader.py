@@ -20,7 +20,7 @@ from avf.data import (
 from avf.data.tfrecord import iter_payloads, masked_crc32c
 from avf.errors import InputError, RecordError, SchemaError
 from conftest import random_videos, tf_video_example
-from test_reader_encoder import bytes_feature, example, float_feature, int64_feature
+from test_reader_encoder import bytes_feature, example, float_feature, int64_feature, varint
 
 def _tf_video_parse(tf, serialized):
     spec = {
@@ -258,23 +258,13 @@ def test_unpacked_float_encoding_is_still_read(tmp_path):
     rgb = np.arange(1024, dtype=np.float32) / 1024
     # Hand-encode mean_rgb as 1024 unpacked fixed32 fields (tag 0x0D) inside the FloatList.
     float_list = b"".join(b"\x0d" + struct.pack("<f", v) for v in rgb)
-    feature = b"\x12" + _varint(len(float_list)) + float_list
+    feature = b"\x12" + varint(len(float_list)) + float_list
     payload = _raw_video(drop=("mean_rgb",), extra=[("mean_rgb", feature)])
     path = _write(tmp_path / "unpacked.tfrecord", [payload])
     (record,) = iter_records(path)
     assert np.array_equal(record.rgb, rgb)
     (batch,) = iter_batches(path)
     assert np.array_equal(batch.rgb[0], rgb)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def test_writer_leaves_no_file_when_interrupted(tmp_path):

@@ -132,10 +132,23 @@ def _check_round_trip(tmp_path, records, compress):
         assert grgb == _bits(rgb).tobytes() and gaudio == _bits(audio).tobytes()  # bit for bit
 
 
-@SHORT
-@given(records=st.lists(video_records(), min_size=1, max_size=6), compress=st.booleans())
-def test_valid_video_records_round_trip_exactly(tmp_path_factory, records, compress):
-    _check_round_trip(tmp_path_factory.mktemp("rt"), records, compress)
+#: Each property runs short and seeded by default, and as a long campaign with ``-m slow``.
+RUNS = ["short", pytest.param("campaign", marks=pytest.mark.slow)]
+BUDGET = {"short": SHORT, "campaign": LONG}
+#: The records each level's shards are made of, and at most how many a shard holds in each run.
+LEVELS = {"video": (video_records(), {"short": 4, "campaign": 6}),
+          "frame": (frame_records(), {"short": 3, "campaign": 3})}
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_valid_video_records_round_trip_exactly(tmp_path_factory, run):
+    @BUDGET[run]
+    @given(records=st.lists(video_records(), min_size=1, max_size={"short": 6, "campaign": 8}[run]),
+           compress=st.booleans())
+    def round_trip(records, compress):
+        _check_round_trip(tmp_path_factory.mktemp("rt"), records, compress)
+
+    round_trip()
 
 
 def _check_frame_round_trip(tmp_path, records):
@@ -228,26 +241,24 @@ def _check_mutation(tf, tmp_path, payloads, where, mutation, recompute_crcs, lev
             assert _tensorflow_view(tf, payload) == record  # TensorFlow reads the same values
 
 
-@SHORT
-@given(records=st.lists(video_records(), min_size=1, max_size=4), where=st.integers(0, 10**6),
-       mutation=mutations(40000), recompute=st.booleans())
-def test_mutated_video_shards(tf, tmp_path_factory, records, where, mutation, recompute):
-    payloads = [r[-1] for r in records]
-    kind, at, value, width = mutation
-    size = len(payloads[where % len(payloads)]) if recompute else len(tfrecord_bytes(payloads))
-    mutation = (kind, at % max(size, 1), value, width)
-    _check_mutation(tf, tmp_path_factory.mktemp("mv"), payloads, where, mutation, recompute, "video")
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("run", RUNS)
+def test_mutated_shards(request, tmp_path_factory, run, level):
+    """TensorFlow checks what the video-level readers accept; frame level has no TensorFlow view here."""
+    tf = request.getfixturevalue("tf") if level == "video" else None
+    strategy, most = LEVELS[level]
 
+    @BUDGET[run]
+    @given(records=st.lists(strategy, min_size=1, max_size=most[run]), where=st.integers(0, 10**6),
+           mutation=mutations(40000), recompute=st.booleans())
+    def mutated(records, where, mutation, recompute):
+        payloads = [r[-1] for r in records]
+        kind, at, value, width = mutation
+        size = len(payloads[where % len(payloads)]) if recompute else len(tfrecord_bytes(payloads))
+        _check_mutation(tf, tmp_path_factory.mktemp("m" + level[0]), payloads, where,
+                        (kind, at % max(size, 1), value, width), recompute, level)
 
-@SHORT
-@given(records=st.lists(frame_records(), min_size=1, max_size=3), where=st.integers(0, 10**6),
-       mutation=mutations(40000), recompute=st.booleans())
-def test_mutated_frame_shards(tmp_path_factory, records, where, mutation, recompute):
-    payloads = [r[-1] for r in records]
-    kind, at, value, width = mutation
-    size = len(payloads[where % len(payloads)]) if recompute else len(tfrecord_bytes(payloads))
-    mutation = (kind, at % max(size, 1), value, width)
-    _check_mutation(None, tmp_path_factory.mktemp("mf"), payloads, where, mutation, recompute, "frame")
+    mutated()
 
 
 @SHORT
@@ -258,36 +269,3 @@ def test_arbitrary_payloads_never_escape_as_foreign_exceptions(tmp_path_factory,
     outcome = _read_all(path, "video")
     assert outcome[0] == "error" and outcome[3] == 0
 
-
-# ----------------------------------------------------------------------------- the long campaign
-
-
-@pytest.mark.slow
-@LONG
-@given(records=st.lists(video_records(), min_size=1, max_size=6), where=st.integers(0, 10**6),
-       mutation=mutations(40000), recompute=st.booleans())
-def test_mutated_video_shards_campaign(tf, tmp_path_factory, records, where, mutation, recompute):
-    payloads = [r[-1] for r in records]
-    kind, at, value, width = mutation
-    size = len(payloads[where % len(payloads)]) if recompute else len(tfrecord_bytes(payloads))
-    _check_mutation(tf, tmp_path_factory.mktemp("mv"), payloads, where,
-                    (kind, at % max(size, 1), value, width), recompute, "video")
-
-
-@pytest.mark.slow
-@LONG
-@given(records=st.lists(frame_records(), min_size=1, max_size=3), where=st.integers(0, 10**6),
-       mutation=mutations(40000), recompute=st.booleans())
-def test_mutated_frame_shards_campaign(tmp_path_factory, records, where, mutation, recompute):
-    payloads = [r[-1] for r in records]
-    kind, at, value, width = mutation
-    size = len(payloads[where % len(payloads)]) if recompute else len(tfrecord_bytes(payloads))
-    _check_mutation(None, tmp_path_factory.mktemp("mf"), payloads, where,
-                    (kind, at % max(size, 1), value, width), recompute, "frame")
-
-
-@pytest.mark.slow
-@LONG
-@given(records=st.lists(video_records(), min_size=1, max_size=8), compress=st.booleans())
-def test_round_trip_campaign(tmp_path_factory, records, compress):
-    _check_round_trip(tmp_path_factory.mktemp("rt"), records, compress)

@@ -22,7 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from cli_harness import cli, snapshot  # noqa: E402
+from cli_harness import cli, snapshot, working_in  # noqa: E402
 
 TINY = ["--width", 16, "--attention-width", 16, "--heads", 2, "--epochs", 1, "--threads", 1]
 TRAIN = ["train", "-m", "attend_fusion", "--train", "data/train*.tfrecord"]
@@ -49,9 +49,7 @@ def _hostile_checkpoint(path: Path, real: Path, function, *args) -> Path:
 def world(tmp_path_factory):
     """Synthetic data, a trained run (with --val and --ema), its FP32 artifact, and a store of another vocabulary."""
     root = tmp_path_factory.mktemp("received")
-    previous = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_in(root):
         assert cli("data", "synth", "data", "--videos", 200, "--classes", 12, "--seed", 3)[0] == 0
         code, _, err = cli(*TRAIN, "--val", "data/validate*.tfrecord", "-o", "run", "--ema", 0.9, *TINY)
         assert code == 0, err
@@ -72,8 +70,6 @@ def world(tmp_path_factory):
         Path("hostile_run").mkdir()
         shutil.copy(root / "hostile.pt", root / "hostile_run" / "last.pt")
         yield root
-    finally:
-        os.chdir(previous)
 
 
 def _refused(world, args, mentions: str) -> str:

@@ -4,7 +4,6 @@ compile (FP16 and INT8), save, load and bench where Torch-TensorRT and a CUDA GP
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from avf.compress.torch_tensorrt_engine import unavailable_reason  # noqa: E402
+from cli_harness import avf_process as avf  # noqa: E402
 
 EXTRA = "pip install 'avf[torch-tensorrt]'"
 REASON = unavailable_reason()
@@ -21,20 +21,9 @@ runs_here = pytest.mark.skipif(REASON is not None, reason=f"Torch-TensorRT canno
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from avf.data.synthetic import synthesize
-    from avf.train.loop import TrainSettings, train
-
-    root = tmp_path_factory.mktemp("torch_trt")
-    synthesize(root / "data", videos=200, classes=10, seed=7)
-    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
-                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"),
-                        epochs=1, batch_size=64, width=32, attention_width=32, heads=2))
-    return root / "run" / "last.pt"
-
-
-def avf(*args):
-    return subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True, timeout=900)
+def checkpoint(tiny_run):
+    """The session's tiny run (its data beside it, in ``../data``)."""
+    return tiny_run / "run" / "last.pt"
 
 
 def test_missing_extra_is_named(monkeypatch):

@@ -15,6 +15,7 @@ from avf.data.synthetic import synthesize  # noqa: E402
 from avf.errors import InputError  # noqa: E402
 from avf.train.checkpoint import load_checkpoint  # noqa: E402
 from avf.train.loop import TrainSettings, train  # noqa: E402
+from cli_harness import avf_process as avf  # noqa: E402
 
 SMALL = {"width": 64, "attention_width": 64, "heads": 4}
 
@@ -31,10 +32,6 @@ def _settings(data, out, **overrides):
             "out": str(out), "epochs": 2, "batch_size": 64, "lr": 3e-3, "seed": 0, **SMALL}
     base.update(overrides)
     return TrainSettings(**base)
-
-
-def avf(*args):
-    return subprocess.run([sys.executable, "-m", "avf", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def test_training_learns_and_eval_reproduces_validation(data, tmp_path):

@@ -17,36 +17,24 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from avf.cli.app import run  # noqa: E402
 from avf.data.synthetic import synthesize  # noqa: E402
 from avf.deploy.artifact import open_artifact  # noqa: E402
 from avf.deploy.manifest import read_manifest, verify_manifest  # noqa: E402
 from avf.train.loop import TrainSettings, train  # noqa: E402
+from cli_harness import cli  # noqa: E402
 
 FAST = ["--ratio-step", "0.3", "--calib-size", "256", "--bench-duration", "0.1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tune")
-    synthesize(root / "data", videos=800, classes=24, seed=3)
-    train(TrainSettings(model="attend_fusion", train=str(root / "data" / "train*.tfrecord"),
-                        val=str(root / "data" / "validate*.tfrecord"), out=str(root / "run"), epochs=3,
-                        batch_size=64, lr=3e-3, width=64, attention_width=64, heads=4, seed=0))
-    checkpoint = root / "attend_fusion.pt"
-    checkpoint.write_bytes((root / "run" / "best.pt").read_bytes())
-    return root, checkpoint
+def trained(small_run):
+    """The session's small Attend-Fusion: the searches write only under their own tmp_path."""
+    return small_run
 
 
 def tune(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        run(["tune", *map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    """``avf tune ARGS`` in this process, through the tests' one CLI harness: (exit code, stdout, stderr)."""
+    return cli("tune", *args)
 
 
 def candidates(out: Path) -> list[dict]:
@@ -249,17 +237,7 @@ TINY = ["--ratio-step", "0.45", "--finetune-epochs", "0", "--min-retention", "0.
 
 def tune_quietly(*args) -> tuple[int, str, str]:
     """``avf tune ARGS`` in this process, without capsys (module fixtures use it too): (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            run(["tune", *map(str, args)])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return cli("tune", *args)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

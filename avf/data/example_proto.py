@@ -7,8 +7,8 @@ top-level fields) and refuses, with a reason, what is malformed (truncated varin
 past the end, packed float blocks that are not a multiple of 4 bytes, group wire types) or
 ambiguous (a feature key given twice, a Feature holding more than one kind of list, unknown
 fields inside Features, map entries, Feature or value lists, as TensorFlow refuses them).
-It is the exact path: ``avf.data.youtube8m`` recognises the canonical video-level layout with
-numpy for whole batches and sends every other record here.
+It is the exact path: ``avf.data.fast_decode`` recognises the canonical video-level layout with
+numpy for whole batches and ``avf.data.decode`` sends every other record here.
 
 Writing uses protobuf's C implementation, with the messages declared at import time in a
 private descriptor pool (so they never clash with TensorFlow's own when both are imported).

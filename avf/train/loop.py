@@ -14,9 +14,9 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,9 @@ from avf.threads import check_fits, default_threads
 from avf.train.checkpoint import CHECKPOINT_FORMAT, check_compatible, load_checkpoint, save_checkpoint
 from avf.train.data import TrainingData, load_training_data
 from avf.train.evaluate import evaluate_model
+
+if TYPE_CHECKING:
+    import torch
 
 LAST, BEST = "last.pt", "best.pt"
 METRICS_CSV, METRICS_JSON = "metrics.csv", "metrics.json"
@@ -287,31 +290,158 @@ def _is_checkpoint_file(path: Path) -> bool:
 
 
 def _is_metrics_log(path: Path) -> bool:
-    if not path.is_file():
-        return False
+    """A metrics.json avf train wrote; anything the document reader refuses (not a regular file, not a JSON
+    mapping) is simply not one."""
+    from avf.documents import read_mapping
+
     try:
-        log = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(log, dict):
+        log = read_mapping(path, "a training metrics log")
+    except InputError:
         return False
     # runs written before the format tag have the same settings and history, and no format
     return log.get("format") == RUN_FORMAT or ("format" not in log and {"settings", "history"} <= log.keys())
 
 
+@dataclass
+class _Run:
+    """What the stages of one run share (set up by :func:`_setup`, advanced by :func:`_train_epoch`, written by
+    :func:`_save`), so that each stage reads, and changes, on its own."""
+
+    settings: TrainSettings
+    dist: _Distributed
+    out: Path
+    device: torch.device
+    train_data: TrainingData
+    val_data: TrainingData | None
+    model: torch.nn.Module  # what the optimizer trains; its weights go in last.pt
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper: what the steps run
+    scored: torch.nn.Module  # what is validated and saved in best.pt: the EMA model, or the model
+    model_config: dict
+    ema: _Ema | None
+    teachers: list
+    teacher_files: list[dict]
+    smoothing_prior: torch.Tensor | None
+    has_batch_norm: bool
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None
+    loss_fn: torch.nn.Module
+    steps_per_epoch: int
+    run_info: dict
+    history: list[dict] = field(default_factory=list)
+    best_gap: float = -1.0
+    start_epoch: int = 1
+    # TensorBoard's folder is made with the first checkpoint, never before: a run killed before it leaves
+    # no folder that is neither empty nor recognisably a run (which even --force would refuse)
+    writer: object | None = None
+
+
 def _train(settings: TrainSettings, state: dict | None, console) -> dict:
+    """Set the run up, then for each epoch: train, validate and save (on rank 0), stop early when validation
+    GAP stalls."""
     import torch
 
-    from avf.models import build_model, count_parameters, parameter_count
-    from avf.models.blocks import identity_attention_init_
+    run = _setup(settings, state)
+    dist = run.dist
+    if console is not None and dist.main:
+        console.print(f"{settings.model}: {run.run_info['parameters']:,} parameters on {run.device}"
+                      f" ({run.run_info['autocast']}, {dist.world} process{'es' if dist.world > 1 else ''}); "
+                      f"train: {run.train_data.description}", soft_wrap=True, markup=False)
+    for epoch in range(run.start_epoch, settings.epochs + 1):
+        row = _train_epoch(run, epoch, console)
+        if dist.main:
+            _validate(run, row)
+            _save(run, row, epoch)
+            if console is not None:
+                console.print(_epoch_line(row), soft_wrap=True, markup=False)
+        if dist.world > 1:
+            torch.distributed.barrier()
+        if settings.early_stop and _stalled(run.history, settings.early_stop):
+            if dist.main:
+                _write_history(run.out, run.history, settings, run.run_info, stopped_early=epoch)
+            if console is not None and dist.main:
+                console.print(f"early stop: validation GAP has not improved for {settings.early_stop} epochs "
+                              f"(best {run.best_gap:.4f})", soft_wrap=True, markup=False)
+            break
+    if run.writer is not None:
+        run.writer.close()
+    return {"history": run.history, "run": run.run_info, "settings": settings.model_dump()}
+
+
+def _setup(settings: TrainSettings, state: dict | None) -> _Run:
+    """Device, data, model, teachers, optimizer and schedule of a run; resumed where ``state`` (last.pt) left
+    off. Every input is checked (and a resumed run's inputs compared with what it started on) before the
+    first step."""
+    import torch
+
+    from avf.models import count_parameters
 
     dist = _distributed_from_env()
     out = Path(settings.out)
-
     if dist.world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if settings.device != "cpu" and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     device = _device(settings, dist)
+    train_data, val_data = _load_data(settings, state, out)
+    torch.manual_seed(settings.seed)
+    model, model_config = _build_model(settings, state, train_data, out)
+    model.to(device)
+    teachers, teacher_files = _load_teachers(settings, train_data, device)
+    if state is not None:
+        _refuse_changed_input("--distill-from", ", ".join(settings.distill_from), state.get("teachers"),
+                              teacher_files, out / LAST)
+    ema = _Ema(model, settings.ema, state) if settings.ema else None
+    smoothing_prior = _label_prior(train_data, device) if settings.label_smoothing else None
+    has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if settings.early_stop and val_data is None:
+        raise InputError(None, "--early-stop watches validation GAP: give --val")
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scheduler, steps_per_epoch = _optimizer(settings, model, len(train_data), dist)
+    autocast = _autocast_dtype(settings, device)
+    run_info = {
+        "parameters": count_parameters(model),
+        "device": str(device),
+        "world_size": dist.world,
+        "threads": torch.get_num_threads(),
+        "autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
+        "train_data": train_data.description,
+        "val_data": val_data.description if val_data else None,
+    }
+    run = _Run(settings=settings, dist=dist, out=out, device=device, train_data=train_data, val_data=val_data,
+               model=model, net=net, scored=ema.model if ema is not None else model, model_config=model_config,
+               ema=ema, teachers=teachers, teacher_files=teacher_files, smoothing_prior=smoothing_prior,
+               has_batch_norm=has_batch_norm, optimizer=optimizer, scheduler=scheduler,
+               scaler=torch.amp.GradScaler("cuda", enabled=autocast == torch.float16), autocast=autocast,
+               loss_fn=torch.nn.BCEWithLogitsLoss(), steps_per_epoch=steps_per_epoch, run_info=run_info)
+    if state is not None:  # go on exactly where last.pt left off: optimizer, schedule, history, random state
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run.history = state["history"]
+        run.best_gap = state.get("best_gap", -1.0)
+        run.start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+    return run
+
+
+def _optimizer(settings: TrainSettings, model, size: int, dist: _Distributed):
+    """AdamW, its per-step learning-rate schedule over the whole run (warm-up, then constant or cosine), and the
+    steps an epoch of ``size`` videos takes on each rank."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(_epoch_indices(size, 0, 0, dist)) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(settings.schedule, total_steps, round(settings.warmup_epochs * steps_per_epoch)))
+    return optimizer, scheduler, steps_per_epoch
+
+
+def _load_data(settings: TrainSettings, state: dict | None, out: Path) -> tuple[TrainingData, TrainingData | None]:
+    """The training and validation data, made against one vocabulary; on resume, the very data the run
+    started on."""
     train_data = load_training_data(settings.train, settings.num_classes)
     val_data = load_training_data(settings.val, train_data.num_classes) if settings.val else None
     if val_data is not None:
@@ -321,11 +451,18 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
         _refuse_changed_input("--train", settings.train, recorded.get("train"), train_data.sources, out / LAST)
         _refuse_changed_input("--val", settings.val, recorded.get("val"), val_data.sources if val_data else None,
                               out / LAST)
+    return train_data, val_data
 
-    torch.manual_seed(settings.seed)
+
+def _build_model(settings: TrainSettings, state: dict | None, data: TrainingData, out: Path):
+    """The model and its config: refused before it is built when it cannot fit in memory; a new run's
+    initialised (label priors, identity attention), a resumed run's weights loaded."""
+    from avf.models import build_model, parameter_count
+    from avf.models.blocks import identity_attention_init_
+
     model_kwargs = {k: v for k, v in {"width": settings.width, "attention_width": settings.attention_width}.items()
                     if v is not None}
-    model_kwargs.update(num_classes=train_data.num_classes, dropout=settings.dropout, heads=settings.heads,
+    model_kwargs.update(num_classes=data.num_classes, dropout=settings.dropout, heads=settings.heads,
                         tokens=settings.tokens, batch_norm=settings.batch_norm)
     try:
         parameters = parameter_count(settings.model, **model_kwargs)
@@ -337,167 +474,141 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
     model = build_model(settings.model, **model_kwargs)
     model_config = model.config()
     if settings.prior_init and state is None:
-        _init_classifier_to_priors(model, train_data)
+        _init_classifier_to_priors(model, data)
     if settings.identity_attention and state is None:
         identity_attention_init_(model)
     if state is not None:
-        check_compatible(state, out / LAST, model_config, train_data.vocabulary_sha256, settings.train)
+        check_compatible(state, out / LAST, model_config, data.vocabulary_sha256, settings.train)
         model.load_state_dict(state.get("train_state_dict", state["state_dict"]))
-    model.to(device)
-    teachers, teacher_files = _load_teachers(settings, train_data, device)
-    if state is not None:
-        _refuse_changed_input("--distill-from", ", ".join(settings.distill_from), state.get("teachers"),
-                              teacher_files, out / LAST)
-    ema = _Ema(model, settings.ema, state) if settings.ema else None
-    scored = ema.model if ema is not None else model  # what is validated and saved in best.pt
-    smoothing_prior = _label_prior(train_data, device) if settings.label_smoothing else None
-    has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if settings.early_stop and val_data is None:
-        raise InputError(None, "--early-stop watches validation GAP: give --val")
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, model_config
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(_epoch_indices(len(train_data), 0, 0, dist)) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(settings.schedule, total_steps, round(settings.warmup_epochs * steps_per_epoch)))
-    autocast = _autocast_dtype(settings, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
-    history: list[dict] = []
-    best_gap = -1.0
-    start_epoch = 1
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        best_gap = state.get("best_gap", -1.0)
-        start_epoch = state["epoch"] + 1
-        torch.set_rng_state(state["torch_rng"])
 
-    # TensorBoard's folder is made with the first checkpoint, never before: a run killed before it leaves
-    # no folder that is neither empty nor recognisably a run (which even --force would refuse)
-    writer = None
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    run_info = {
-        "parameters": count_parameters(model),
-        "device": str(device),
-        "world_size": dist.world,
-        "threads": torch.get_num_threads(),
-        "autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
-        "train_data": train_data.description,
-        "val_data": val_data.description if val_data else None,
+def _train_epoch(run: _Run, epoch: int, console) -> dict:
+    """One pass over this rank's share of the training data; returns the epoch's metrics row (mean loss over
+    all ranks, speed). Stops the run (TrainingDiverged) at a non-finite loss, or a mean loss no model worth
+    keeping has."""
+    import torch
+
+    settings, dist, device = run.settings, run.dist, run.device
+    run.net.train()
+    indices = _epoch_indices(len(run.train_data), settings.seed, epoch, dist)
+    loss_sum, seen, load_seconds, step_seconds = 0.0, 0, 0.0, 0.0
+    started = time.perf_counter()
+    with _progress(console if dist.main else None, f"epoch {epoch}/{settings.epochs}", run.steps_per_epoch) as advance:
+        for first in range(0, len(indices), settings.batch_size):
+            t0 = time.perf_counter()
+            rgb, audio, labels = run.train_data.batch(indices[first : first + settings.batch_size])
+            rgb, audio, labels = (torch.from_numpy(a).to(device, non_blocking=True) for a in (rgb, audio, labels))
+            t1 = time.perf_counter()
+            if run.has_batch_norm and len(labels) < 2:  # BatchNorm cannot train on one sample
+                continue
+            rgb, audio, targets = _targets(run, rgb, audio, labels, epoch, first)
+            loss = _step(run, rgb, audio, targets)
+            batch = len(labels)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
+                                    f"{epoch}, step {first // settings.batch_size + 1} (no checkpoint of it was "
+                                    "written; try a lower --lr, or check the data for extreme values)")
+            loss_sum += loss.item() * batch
+            seen += batch
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            load_seconds += t1 - t0
+            step_seconds += time.perf_counter() - t1
+            advance(loss_sum / seen, seen * dist.world / (time.perf_counter() - started))
+    epoch_seconds = time.perf_counter() - started
+    row = {
+        "epoch": epoch,
+        "train_loss": _global_mean(loss_sum, seen, dist, device),
+        "lr": run.scheduler.get_last_lr()[0],
+        "samples_per_s": round(seen * dist.world / epoch_seconds, 1),
+        "loader_ms_per_batch": round(1000 * load_seconds / max(1, run.steps_per_epoch), 3),
+        "step_ms_per_batch": round(1000 * step_seconds / max(1, run.steps_per_epoch), 3),
+        "epoch_seconds": round(epoch_seconds, 2),
     }
-    if console is not None and dist.main:
-        console.print(f"{settings.model}: {run_info['parameters']:,} parameters on {device}"
-                      f" ({run_info['autocast']}, {dist.world} process{'es' if dist.world > 1 else ''}); "
-                      f"train: {train_data.description}", soft_wrap=True, markup=False)
+    if row["train_loss"] > DIVERGED_LOSS:
+        kept = f"; best.pt still holds epoch {max(run.history, key=_score)['epoch']}" if run.history else ""
+        raise TrainingDiverged(settings.train, f"training diverged: the mean training loss of epoch {epoch} was "
+                               f"{row['train_loss']:.3g}, above {DIVERGED_LOSS:g} (predicting 0.5 for every class "
+                               f"scores ln 2 = 0.693); nothing of this epoch was written{kept}; try a lower --lr "
+                               f"(this run: {settings.lr:g})")
+    return row
 
-    for epoch in range(start_epoch, settings.epochs + 1):
-        net.train()
-        indices = _epoch_indices(len(train_data), settings.seed, epoch, dist)
-        loss_sum, seen, load_seconds, step_seconds = 0.0, 0, 0.0, 0.0
-        started = time.perf_counter()
-        with _progress(console if dist.main else None, f"epoch {epoch}/{settings.epochs}", steps_per_epoch) as advance:
-            for first in range(0, len(indices), settings.batch_size):
-                t0 = time.perf_counter()
-                rgb, audio, labels = train_data.batch(indices[first : first + settings.batch_size])
-                rgb, audio, labels = (torch.from_numpy(a).to(device, non_blocking=True) for a in (rgb, audio, labels))
-                t1 = time.perf_counter()
-                if has_batch_norm and len(labels) < 2:  # BatchNorm cannot train on one sample
-                    continue
-                targets = labels
-                if settings.label_smoothing:
-                    targets = (1 - settings.label_smoothing) * targets + settings.label_smoothing * smoothing_prior
-                if settings.mixup:
-                    rgb, audio, targets = _mixup(rgb, audio, targets, settings, epoch, first)
-                if teachers:
-                    with torch.no_grad():
-                        soft = torch.stack([torch.sigmoid(t(rgb, audio).float()) for t in teachers]).mean(0)
-                    targets = (1 - settings.distill_weight) * targets + settings.distill_weight * soft
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                    loss = loss_fn(net(rgb, audio).float(), targets)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                batch = len(labels)
-                if not math.isfinite(loss.item()):
-                    raise TrainingDiverged(settings.train, f"training diverged: the loss became {loss.item()} at epoch "
-                                        f"{epoch}, step {first // settings.batch_size + 1} (no checkpoint of it was "
-                                        "written; try a lower --lr, or check the data for extreme values)")
-                loss_sum += loss.item() * batch
-                seen += batch
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                load_seconds += t1 - t0
-                step_seconds += time.perf_counter() - t1
-                advance(loss_sum / seen, seen * dist.world / (time.perf_counter() - started))
-        epoch_seconds = time.perf_counter() - started
-        row = {
-            "epoch": epoch,
-            "train_loss": _global_mean(loss_sum, seen, dist, device),
-            "lr": scheduler.get_last_lr()[0],
-            "samples_per_s": round(seen * dist.world / epoch_seconds, 1),
-            "loader_ms_per_batch": round(1000 * load_seconds / max(1, steps_per_epoch), 3),
-            "step_ms_per_batch": round(1000 * step_seconds / max(1, steps_per_epoch), 3),
-            "epoch_seconds": round(epoch_seconds, 2),
-        }
-        if row["train_loss"] > DIVERGED_LOSS:
-            kept = f"; best.pt still holds epoch {max(history, key=_score)['epoch']}" if history else ""
-            raise TrainingDiverged(settings.train, f"training diverged: the mean training loss of epoch {epoch} was "
-                                   f"{row['train_loss']:.3g}, above {DIVERGED_LOSS:g} (predicting 0.5 for every class "
-                                   f"scores ln 2 = 0.693); nothing of this epoch was written{kept}; try a lower --lr "
-                                   f"(this run: {settings.lr:g})")
-        if dist.main:
-            if val_data is not None:
-                row.update({f"val_{k}": v for k, v in evaluate_model(scored, val_data, settings.eval_batch_size, device).items()})
-            history.append(row)
-            gap = _score(row)
-            payload = {
-                "model": model_config,
-                "state_dict": {k: v.detach().cpu() for k, v in scored.state_dict().items()},
-                "num_classes": train_data.num_classes,
-                "vocabulary_sha256": train_data.vocabulary_sha256,
-                "data": {"train": train_data.sources, "val": val_data.sources if val_data else None},
-                "teachers": teacher_files,
-                "metrics": row,
-                "epoch": epoch,
-                "settings": settings.model_dump(),
-                "run": run_info,
-            }
-            if gap > best_gap:
-                best_gap = gap
-                save_checkpoint(out / BEST, payload)
-            extra = {} if ema is None else {"train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                            "ema_steps": ema.steps}
-            save_checkpoint(out / LAST, {**payload, **extra, "history": history, "best_gap": best_gap,
-                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                         "torch_rng": torch.get_rng_state()})
-            _write_history(out, history, settings, run_info)
-            writer = writer or _tensorboard(out)
-            if writer is not None:
-                for key, value in row.items():
-                    if isinstance(value, (int, float)) and key != "epoch":
-                        writer.add_scalar(key, value, epoch)
-            if console is not None:
-                console.print(_epoch_line(row), soft_wrap=True, markup=False)
-        if dist.world > 1:
-            torch.distributed.barrier()
-        if settings.early_stop and _stalled(history, settings.early_stop):
-            if dist.main:
-                _write_history(out, history, settings, run_info, stopped_early=epoch)
-            if console is not None and dist.main:
-                console.print(f"early stop: validation GAP has not improved for {settings.early_stop} epochs "
-                              f"(best {best_gap:.4f})", soft_wrap=True, markup=False)
-            break
-    if writer is not None:
-        writer.close()
-    return {"history": history, "run": run_info, "settings": settings.model_dump()}
+
+def _targets(run: _Run, rgb, audio, labels, epoch: int, first: int):
+    """A batch's inputs and training targets: the labels smoothed towards the training label prior, mixed up
+    with a shuffled copy of the batch (inputs too), and blended with the teachers' mean probabilities."""
+    import torch
+
+    settings = run.settings
+    targets = labels
+    if settings.label_smoothing:
+        targets = (1 - settings.label_smoothing) * targets + settings.label_smoothing * run.smoothing_prior
+    if settings.mixup:
+        rgb, audio, targets = _mixup(rgb, audio, targets, settings, epoch, first)
+    if run.teachers:
+        with torch.no_grad():
+            soft = torch.stack([torch.sigmoid(t(rgb, audio).float()) for t in run.teachers]).mean(0)
+        targets = (1 - settings.distill_weight) * targets + settings.distill_weight * soft
+    return rgb, audio, targets
+
+
+def _step(run: _Run, rgb, audio, targets):
+    """One optimizer step (mixed precision where asked, the schedule, the EMA); returns the batch's loss."""
+    import torch
+
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
+        loss = run.loss_fn(run.net(rgb, audio).float(), targets)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    return loss
+
+
+def _validate(run: _Run, row: dict) -> None:
+    """Add the validation metrics of the scored model (GAP, mAP, Hit@1, PERR, F1) to the epoch's row."""
+    if run.val_data is not None:
+        scores = evaluate_model(run.scored, run.val_data, run.settings.eval_batch_size, run.device)
+        row.update({f"val_{k}": v for k, v in scores.items()})
+
+
+def _save(run: _Run, row: dict, epoch: int) -> None:
+    """The epoch's checkpoints (best.pt when it is the best so far, last.pt always, with what --resume
+    needs), metrics.csv/metrics.json and TensorBoard scalars."""
+    import torch
+
+    run.history.append(row)
+    gap = _score(row)
+    payload = {
+        "model": run.model_config,
+        "state_dict": {k: v.detach().cpu() for k, v in run.scored.state_dict().items()},
+        "num_classes": run.train_data.num_classes,
+        "vocabulary_sha256": run.train_data.vocabulary_sha256,
+        "data": {"train": run.train_data.sources, "val": run.val_data.sources if run.val_data else None},
+        "teachers": run.teacher_files,
+        "metrics": row,
+        "epoch": epoch,
+        "settings": run.settings.model_dump(),
+        "run": run.run_info,
+    }
+    if gap > run.best_gap:
+        run.best_gap = gap
+        save_checkpoint(run.out / BEST, payload)
+    extra = {} if run.ema is None else {"train_state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+                                        "ema_steps": run.ema.steps}
+    save_checkpoint(run.out / LAST, {**payload, **extra, "history": run.history, "best_gap": run.best_gap,
+                                     "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                     "torch_rng": torch.get_rng_state()})
+    _write_history(run.out, run.history, run.settings, run.run_info)
+    run.writer = run.writer or _tensorboard(run.out)
+    if run.writer is not None:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                run.writer.add_scalar(key, value, epoch)
 
 
 def _refuse_changed_input(option: str, spec: str | None, recorded: list[dict] | None, current: list[dict] | None,
