@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cli_harness import cli
+from ssh_device import ssh_device  # noqa: F401  (a session fixture: the SSH device)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # As the avf command does (avf.threads.set_passive_waiting), before torch loads: with one other busy

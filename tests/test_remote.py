@@ -11,10 +11,9 @@ import avf
 from avf.errors import InputError
 from avf.remote.device import RemoteDevice
 from avf.remote.ssh import RemoteError, SshTarget, parse_target
-from ssh_device import ssh_device  # noqa: F401,F811  (the fixture)
 
 
-def _device(ssh_device, **kwargs) -> RemoteDevice:  # noqa: F811
+def _device(ssh_device, **kwargs) -> RemoteDevice:
     return RemoteDevice(SshTarget("127.0.0.1", port=ssh_device.port, python=str(ssh_device.python)), **kwargs)
 
 
@@ -34,13 +33,13 @@ def test_bad_targets_are_one_error(text):
         parse_target(text)
 
 
-def test_the_device_describes_itself_and_has_no_torch(ssh_device):  # noqa: F811
+def test_the_device_describes_itself_and_has_no_torch(ssh_device):
     facts = _device(ssh_device).facts()
     assert facts["avf"] == avf.__version__ and facts["runtimes"]["torch"] is None
     assert facts["runtimes"]["onnxruntime"] and facts["host"] and facts["cpu"]
 
 
-def test_files_are_sent_once_and_arrive_whole(ssh_device, tmp_path):  # noqa: F811
+def test_files_are_sent_once_and_arrive_whole(ssh_device, tmp_path):
     folder = tmp_path / "artifact"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(bytes(range(256)) * 4096)
@@ -55,7 +54,7 @@ def test_files_are_sent_once_and_arrive_whole(ssh_device, tmp_path):  # noqa: F8
     assert again.send_folder(folder, ["model.onnx", "report.json"]) == remote and again.sent_bytes == 0
 
 
-def test_a_corrupted_transfer_stores_nothing(ssh_device):  # noqa: F811
+def test_a_corrupted_transfer_stores_nothing(ssh_device):
     device = _device(ssh_device)
     with pytest.raises(RemoteError, match="transfer was cut or corrupted") as err:
         device.agent("receive", "0" * 64, stdin=b"not what was announced")
@@ -64,7 +63,7 @@ def test_a_corrupted_transfer_stores_nothing(ssh_device):  # noqa: F811
     assert not [p for p in (ssh_device.cache / "blobs").iterdir() if p.name.endswith(".tmp")]
 
 
-def test_an_unreachable_device_is_one_error_naming_it(ssh_device):  # noqa: F811
+def test_an_unreachable_device_is_one_error_naming_it(ssh_device):
     from ssh_device import _free_port
 
     port = _free_port()  # nothing listens there
@@ -73,7 +72,7 @@ def test_an_unreachable_device_is_one_error_naming_it(ssh_device):  # noqa: F811
     assert err.value.path == f"ssh://127.0.0.1:{port}"
 
 
-def test_a_refused_key_is_an_authentication_error(ssh_device, tmp_path, monkeypatch):  # noqa: F811
+def test_a_refused_key_is_an_authentication_error(ssh_device, tmp_path, monkeypatch):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     config = tmp_path / "config"
     config.write_text(ssh_device.config.read_text().replace(str(ssh_device.root / "client_key"),
@@ -83,14 +82,114 @@ def test_a_refused_key_is_an_authentication_error(ssh_device, tmp_path, monkeypa
         _device(ssh_device).facts()
 
 
-def test_a_device_without_avf_says_so(ssh_device, tmp_path):  # noqa: F811
+def test_a_device_without_avf_says_so(ssh_device, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     target = SshTarget("127.0.0.1", port=ssh_device.port, python=str(tmp_path / "bare" / "bin" / "python"))
     with pytest.raises(RemoteError, match="avf is not installed on the device"):
         RemoteDevice(target).facts()
 
 
-def test_a_device_with_another_avf_is_refused(ssh_device, monkeypatch):  # noqa: F811
+def test_a_device_with_another_avf_is_refused(ssh_device, monkeypatch):
     monkeypatch.setattr(avf, "__version__", "0.0.0-other")
     with pytest.raises(RemoteError, match=r"the device has avf .*, this machine 0\.0\.0-other"):
         _device(ssh_device).facts()
+
+
+# ----------------------------------------------------------------------------- measurements on the device
+
+
+def _bench_args(artifact, out, ssh_device, *extra):
+    return ("bench", artifact, "--batch", "1,4", "--duration", 0.05, "--threads", 1, "-o", out,
+            "--target", ssh_device.target, "--remote-python", ssh_device.python, *extra)
+
+
+def test_bench_over_ssh_measures_on_the_device_and_sends_once(ssh_device, tiny_artifact, tmp_path):
+    from cli_harness import cli
+
+    from avf.deploy.bench_record import read_bench
+
+    code, out, err = cli(*_bench_args(tiny_artifact, tmp_path / "remote.json", ssh_device))
+    assert code == 0, err
+    bench = read_bench(tmp_path / "remote.json")
+    assert bench["measured_on"]["target"] == ssh_device.target
+    assert bench["measured_on"]["device"]["runtimes"]["torch"] is None  # measured where PyTorch is absent
+    assert bench["conditions"]["torch"] is None and bench["target"] == str(tiny_artifact.resolve())
+    assert bench["target_facts"]["backend"] == "onnxruntime" and bench["scenarios"]["single-stream"]["p50_ms"] > 0
+    assert [row["batch"] for row in bench["scenarios"]["offline"]] == [1, 4]
+    assert "sending model.onnx" in err and f"measured on {ssh_device.target}" in out
+    code, out, err = cli(*_bench_args(tiny_artifact, tmp_path / "again.json", ssh_device))
+    assert code == 0 and "sending" not in err, err  # the device's cache already holds it
+    # the manifest takes a bench measured on the device like a local one (same model.onnx hash)
+    code, _, err = cli("deploy", "plan", tiny_artifact, "-p", "x86-cpu", "--bench", tmp_path / "remote.json")
+    assert code == 0, err
+
+
+def test_a_failing_remote_bench_is_one_error_naming_the_host(ssh_device, tiny_artifact, tmp_path):
+    from cli_harness import cli, snapshot
+
+    before = snapshot(tmp_path)
+    code, _, err = cli(*_bench_args(tiny_artifact, tmp_path / "b.json", ssh_device, "--backend", "tensorrt"))
+    assert code == 2 and err.count("error:") == 1 and ssh_device.target in err, err
+    assert "tensorrt" in err.lower() and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def _remote_agents(ssh_device) -> list[int]:
+    """Pids of agent processes running on the device (the test's device is this machine)."""
+    found = subprocess.run(["pgrep", "-f", f"{ssh_device.python} -m avf.remote.agent bench"], capture_output=True,
+                           text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _start_long_bench(ssh_device, tiny_artifact, out):
+    import time
+
+    args = ["bench", tiny_artifact, "--duration", 60, "-o", out, "--target", ssh_device.target,
+            "--remote-python", ssh_device.python]
+    process = subprocess.Popen([sys.executable, "-m", "avf", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _remote_agents(ssh_device):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the remote bench never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    return process
+
+
+def _gone(ssh_device, seconds=15) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _remote_agents(ssh_device):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_ctrl_c_stops_the_remote_bench_too(ssh_device, tiny_artifact, tmp_path):
+    import signal
+
+    process = _start_long_bench(ssh_device, tiny_artifact, tmp_path / "b.json")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT and "interrupted (SIGINT)" in err, err
+    assert _gone(ssh_device), "the agent kept running on the device"
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_dropped_connection_is_one_error_and_stops_the_device_side(ssh_device, tiny_artifact, tmp_path):
+    import os
+    import signal
+
+    process = _start_long_bench(ssh_device, tiny_artifact, tmp_path / "b.json")
+    children = subprocess.run(["pgrep", "-P", str(ssh_device.sshd.pid)], capture_output=True, text=True).stdout.split()
+    assert children
+    for pid in children:  # the server side of every open session dies, as when a device reboots or a link fails
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = process.communicate(timeout=90)
+    assert process.returncode == 2 and err.count("error:") == 1 and ssh_device.target in err, err
+    assert "dropped" in err or "closed" in err, err
+    assert _gone(ssh_device), "the agent kept running on the device"
+    assert not (tmp_path / "b.json").exists()

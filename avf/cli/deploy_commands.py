@@ -19,6 +19,9 @@ from avf.deploy.triton import write_triton_repository
 from avf.errors import ExitCode
 
 stdout = Console()
+TARGET_HELP = ("Where to measure: local (this machine), or ssh://[user@]host[:port] or a host of your ~/.ssh/config "
+               "(a device with avf's runtime install; see the README's Jetson section).")
+REMOTE_PYTHON_HELP = "The device's Python interpreter that has avf installed (with --target ssh://...)."
 
 
 def profiles_command(
@@ -59,11 +62,14 @@ def bench_command(
                                "graphs (torch-compile: its reduce-overhead mode)."),
     out: str = typer.Option("bench.json", "--out", "-o", help="Results JSON (a PNG plot is written beside it)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results file (and its plot)."),
+    target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
+    remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions."""
     from avf.cli.progress import stderr
     from avf.deploy.bench import check_bench_outputs, write_bench
     from avf.errors import InputError
+    from avf.remote.ssh import parse_target
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
@@ -72,10 +78,20 @@ def bench_command(
     if not batches or min(batches) < 1:
         raise InputError(None, f"--batch {batch!r}: batch sizes must be integers >= 1")
     _check_device(device)
+    remote = parse_target(target_device, remote_python)
     out_path = check_bench_outputs(out, force, inputs=[target])
-    result = benchmark(target, backend, batches, [s.strip() for s in scenario.split(",") if s.strip()], duration,
-                       threads, device, say=lambda line: stderr.print(line, markup=False, highlight=False),
-                       precision=precision, cuda_graphs=cuda_graphs)
+    say = lambda line: stderr.print(line, markup=False, highlight=False)  # noqa: E731
+    scenarios = [s.strip() for s in scenario.split(",") if s.strip()]
+    if remote is None:
+        result = benchmark(target, backend, batches, scenarios, duration, threads, device, say=say,
+                           precision=precision, cuda_graphs=cuda_graphs)
+    else:
+        from avf.remote.device import RemoteDevice
+        from avf.remote.measure import bench_on
+
+        result = bench_on(RemoteDevice(remote, say=say), Path(target), backend=backend, batches=batches,
+                          scenarios=scenarios, duration=duration, threads=threads, device_kind=device,
+                          precision=precision, cuda_graphs=cuda_graphs)
     write_bench(result, out_path)
     table = Table(title=escape(f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})"))
     for column in ("scenario", "batch", "p50 ms", "p99 ms", "samples/s", "energy"):
@@ -95,6 +111,11 @@ def bench_command(
     reasons = {row["energy"].get("reason") for row in [single or {"energy": {}}, *result["scenarios"].get("offline", [])]}
     for reason in sorted(r for r in reasons if r):
         stdout.print(f"energy: {reason}", markup=False)
+    where = result.get("measured_on")
+    if where:
+        facts = where["device"]
+        stdout.print(f"measured on {where['target']} ({facts.get('host')}: {facts.get('jetson_model') or facts.get('gpu') or facts.get('cpu')})",
+                     markup=False, soft_wrap=True)
     memory = result["memory"]
     stdout.print(f"memory: model {memory['model_rss_mib']:.0f} MiB resident, process peak {memory['peak_rss_mib']:.0f} MiB; "
                  f"results in {out}", markup=False)

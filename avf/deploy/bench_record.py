@@ -68,7 +68,7 @@ class _Facts(_Record):
     onnx_sha256: str | None = None
 
 
-class _Bench(_Record):
+class BenchRecord(_Record):
     format: Literal["avf-bench"]
     target: str
     target_facts: _Facts
@@ -84,7 +84,7 @@ def read_bench(path: str | Path) -> dict:
     data = read_mapping(path, what)
     if data.get("format") != "avf-bench":
         raise InputError(path, f"not {what} (format is {data.get('format')!r})")
-    validate(path, what, data, _Bench)
+    validate(path, what, data, BenchRecord)
     return data
 
 

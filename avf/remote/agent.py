@@ -145,6 +145,34 @@ def assemble(entries: list[str]) -> dict:
     return {"path": str(final)}
 
 
+def bench(args: list[str]) -> dict:
+    """avf-bench on the device, on a target the workstation sent: the same function, the same record."""
+    import argparse
+
+    from avf.deploy.bench import benchmark
+
+    parser = argparse.ArgumentParser(prog="avf.remote.agent bench", exit_on_error=False)
+    parser.add_argument("target")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch", default="")
+    parser.add_argument("--scenario", default="")
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision")
+    parser.add_argument("--cuda-graphs", action="store_true")
+    try:
+        options = parser.parse_args(args)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise AgentError(f"bench: {exc}") from None
+    batches = [int(b) for b in options.batch.split(",") if b] or None
+    scenarios = [s for s in options.scenario.split(",") if s] or None
+    result = benchmark(options.target, options.backend, batches, scenarios, options.duration, options.threads,
+                       options.device, say=lambda line: print(line, file=sys.stderr, flush=True),
+                       precision=options.precision, cuda_graphs=options.cuda_graphs)
+    return {"bench": result}
+
+
 def _checked_sha(sha: str) -> str:
     if not _SHA256.match(sha):
         raise AgentError(f"{sha!r} is not a sha256")
@@ -167,6 +195,7 @@ COMMANDS = {
     "has": has,
     "receive": lambda args: receive(*args),
     "assemble": assemble,
+    "bench": bench,
 }
 
 

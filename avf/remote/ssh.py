@@ -93,24 +93,26 @@ class RemoteCommandFailed(RemoteError):
 def _ssh_failure(target: SshTarget, stderr: str) -> str:
     """What OpenSSH's own failure (exit 255) means, in one line."""
     text = " ".join(stderr.split())
-    known = (("Permission denied", "authentication failed (the key was refused; avf uses your ssh keys and agent "
-                                   "and never asks for a password)"),
-             ("Host key verification failed", "the host key is unknown or has changed (connect once with ssh to "
-                                              "accept it)"),
-             ("Could not resolve hostname", "the host name does not resolve"),
-             ("Connection refused", "the connection was refused (no SSH server on that port?)"),
-             ("Connection timed out", "the host did not answer (connection timed out)"),
-             ("Operation timed out", "the host did not answer (connection timed out)"),
-             ("No route to host", "there is no route to the host"),
-             ("Network is unreachable", "the network is unreachable"),
-             ("Timeout, server", "the connection dropped (the server stopped answering)"),
-             ("Connection reset", "the connection dropped (reset by the peer)"),
-             ("Broken pipe", "the connection dropped (broken pipe)"),
-             ("closed by remote host", "the connection was closed by the device"),
-             ("Connection closed", "the connection was closed by the device"))
+    unreachable = "cannot reach the device: "
+    dropped = "the connection to the device dropped"
+    known = (("Permission denied", unreachable + "authentication failed (the key was refused; avf uses your ssh keys "
+                                   "and agent and never asks for a password)"),
+             ("Host key verification failed", unreachable + "the host key is unknown or has changed (connect once "
+                                              "with ssh to accept it)"),
+             ("Could not resolve hostname", unreachable + "the host name does not resolve"),
+             ("Connection refused", unreachable + "the connection was refused (no SSH server on that port?)"),
+             ("Connection timed out", unreachable + "the host did not answer (connection timed out)"),
+             ("Operation timed out", unreachable + "the host did not answer (connection timed out)"),
+             ("No route to host", unreachable + "there is no route to the host"),
+             ("Network is unreachable", unreachable + "the network is unreachable"),
+             ("Timeout, server", dropped + " (the server stopped answering)"),
+             ("Connection reset", dropped + " (reset by the peer)"),
+             ("Broken pipe", dropped + " (broken pipe)"),
+             ("closed by remote host", dropped + " (closed by the device)"),
+             ("Connection closed", dropped + " (closed by the device)"))
     for needle, meaning in known:
         if needle in text:
-            return f"cannot reach the device: {meaning}"
+            return meaning
     return f"ssh failed: {text[:300] or 'no message'}"
 
 
