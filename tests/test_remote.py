@@ -193,3 +193,36 @@ def test_a_dropped_connection_is_one_error_and_stops_the_device_side(ssh_device,
     assert "dropped" in err or "closed" in err, err
     assert _gone(ssh_device), "the agent kept running on the device"
     assert not (tmp_path / "b.json").exists()
+
+
+def test_tune_measures_every_candidate_on_the_device(ssh_device, tiny_run, tmp_path):
+    import json
+
+    from cli_harness import cli
+
+    out = tmp_path / "tune"
+    code, _, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "x86-cpu", "-o", out, "--max-latency-ms", 1000,
+                       "--ratio-step", 0.45, "--calib-size", 64, "--bench-duration", 0.05, "--threads", 1,
+                       "--finetune-epochs", 0, "--min-retention", 0.5, "--target", ssh_device.target,
+                       "--remote-python", ssh_device.python)
+    assert code in (0, 3), err
+    assert f"measured on {ssh_device.target} with avf-bench" in err
+    records = json.loads((out / "candidates.json").read_text())["candidates"]
+    assert records and all(r["cost"]["status"] == "measured" for r in records)
+    assert all(ssh_device.target in r["cost"]["source"] for r in records)
+    for record in records:
+        bench = json.loads((out / record["bench"]).read_text())
+        assert bench["measured_on"]["target"] == ssh_device.target and bench["conditions"]["torch"] is None
+    state = json.loads((out / "tune.json").read_text())
+    assert state["costs"] == f"measured: avf-bench on {ssh_device.target}"
+
+
+def test_tune_refuses_an_unreachable_target_before_any_output(ssh_device, tiny_run, tmp_path):
+    from cli_harness import cli, snapshot
+    from ssh_device import _free_port
+
+    before = snapshot(tmp_path)
+    code, _, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "x86-cpu", "-o", tmp_path / "tune",
+                       "--target", f"ssh://127.0.0.1:{_free_port()}")
+    assert code == 2 and err.count("error:") == 1 and "connection was refused" in err, err
+    assert snapshot(tmp_path) == before

@@ -56,6 +56,10 @@ def tune_command(
     threads: int = _option("threads", "--threads", default=None,
                            help="CPU threads (default: the cores this process may use)."),
     seed: int = _option("seed", "--seed"),
+    target: str = _option("target", "--target", help="Where costs are measured: local, or ssh://[user@]host[:port] "
+                          "or a host of your ~/.ssh/config (a device with avf's runtime install)."),
+    remote_python: str = _option("remote_python", "--remote-python",
+                                 help="The device's Python interpreter that has avf installed (with --target ssh://...)."),
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
     from avf.cli.options import from_options

@@ -26,6 +26,37 @@ def measurable_here(profile: DeviceProfile) -> str | None:
             "latency, memory and energy are predicted by the avf-deploy plan roofline")
 
 
+def measurable_on(profile: DeviceProfile, device) -> str | None:
+    """None when costs can be measured for ``profile`` on the --target device (or here), else why they are predicted."""
+    if device is None:
+        return measurable_here(profile)
+    if profile.kind == "cpu" or profile.preferred_backend == "onnxruntime":
+        return None
+    return (f"{device.target.name} runs candidates on ONNX Runtime; {profile.display_name}'s backend is "
+            f"{profile.preferred_backend}, whose engines avf does not yet build on a device during a search: latency, "
+            "memory and energy are predicted by the avf-deploy plan roofline")
+
+
+def bench_on_device(device, artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
+    """avf-bench's harness on the --target device (ONNX Runtime CPU), recorded like :func:`bench`'s file.
+
+    Memory is the device process's resident set added by loading the artifact (avf-bench's in-process
+    figure), not the fresh-child figure :func:`bench` takes here.
+    """
+    import json
+
+    from avf.atomic import atomic_write_text
+    from avf.remote.measure import bench_on
+
+    scenarios = ["single-stream", "offline"] if batch == 1 else ["offline"]
+    result = bench_on(device, artifact, backend="onnxruntime", batches=[batch], scenarios=scenarios,
+                      duration=duration, threads=threads, device_kind="cpu", precision=None, cuda_graphs=False)
+    result["memory"]["method"] = ("model_rss_mib: VmRSS of avf-bench's process on the device after loading the "
+                                  "artifact, minus before loading")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
     """avf-bench's harness on the artifact (ONNX Runtime CPU): single-stream at batch 1, offline at ``batch``.
 
@@ -97,6 +128,9 @@ def cost(report: ArtifactReport, profile: DeviceProfile, batch: int, bench_resul
     else:
         latency, energy = offline["batch_latency"], offline["energy"]
     where = f"avf-bench on {bench_result['conditions']['cpu']}, {bench_result['conditions']['threads']} threads"
+    if bench_result.get("measured_on"):
+        where = f"avf-bench on {bench_result['measured_on']['target']} ({bench_result['conditions']['cpu']}, " \
+                f"{bench_result['conditions']['threads']} threads)"
     measured_energy = energy.get("measured")
     return {"status": "measured", "source": where + (", single-stream" if batch == 1 else f", offline batch {batch}"),
             "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"],

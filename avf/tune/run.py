@@ -26,7 +26,7 @@ from avf.tune.search import Context, TuneOptions, search
 from avf.tune.space import backends_for, precisions_for, ratio_grid
 from avf.tune.workdir import open_workdir, write_state
 
-IDENTITY_EXCLUDES = {"out", "force", "time_budget"}
+IDENTITY_EXCLUDES = {"out", "force", "time_budget", "remote_python"}
 
 
 def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
@@ -40,6 +40,9 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
     except ImportError as exc:
         raise InputError(None, str(exc)) from None
     inputs = check_inputs(options)  # every refusal happens here, before the working folder is touched
+    from avf.remote.device import device_for
+
+    device = device_for(options.target, options.remote_python, say)  # reachable, same avf: before any output
     profile, payload, data = inputs.profile, inputs.payload, inputs.specs
     precisions, skipped = precisions_for(profile)
     if "int8" in precisions and data["calib"] is None:
@@ -56,25 +59,29 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
     identity.update(inputs.content)
     with open_workdir(options.out, identity, force=options.force, inputs=inputs.paths,
                       describe=describe_difference) as (state, resumed):
-        return _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan)
+        return _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan,
+                        device)
 
 
-def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan) -> dict:
+def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan,
+         device=None) -> dict:
     """The search in the locked working folder, then the choice and everything written from it."""
     from avf.tune import cost as costs
     from avf.tune.cache import DistillCache
 
     out, profile, data = Path(options.out), inputs.profile, inputs.specs
-    reason = costs.measurable_here(profile)
+    reason = costs.measurable_on(profile, device)
+    measured = f"measured on {device.target.name} with avf-bench" if device else "measured here with avf-bench"
     ctx = Context(options=options, profile=profile, out=out, data=data,
                   max_latency_ms=options.max_latency_ms or profile.budgets.latency_ms,
                   max_memory_mib=options.max_memory_mib or profile.budgets.memory_mib, measure_reason=reason,
+                  device=device,
                   cache=DistillCache(out / "cache", inputs.content["checkpoint_sha256"]),
                   num_classes=inputs.payload["num_classes"], loaded=inputs.data, reference=inputs.model,
                   on_record=on_record, say=say)
     _load_records(ctx)
     say(("resuming: " if resumed else "starting: ") + f"{len(ctx.records)} candidates already done; costs "
-        + ("measured here with avf-bench" if reason is None else f"PREDICTED ({reason})"))
+        + (measured if reason is None else f"PREDICTED ({reason})"))
     on_plan(_planned(len(grid), len(precisions)), options.time_budget * 60)
     for record in ctx.records.values():
         on_record(record)
@@ -86,7 +93,7 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
                                                     "max_memory_mib": ctx.max_memory_mib, "batch": options.batch,
                                                     "latency_is": "p99 per request" if options.batch == 1 else
                                                     f"p99 per batch of {options.batch}"},
-                 objective=options.objective, costs=("measured: avf-bench on this machine" if reason is None
+                 objective=options.objective, costs=(f"measured: avf-bench on {device.target.name if device else 'this machine'}" if reason is None
                                                      else f"predicted: {reason}"),
                  data={**data, "retention_measured_on": "eval (the selection data)" if not data["test"] else
                        "eval for selection; test (held out) for the chosen artifact"},

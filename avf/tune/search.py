@@ -64,6 +64,10 @@ class TuneOptions(BaseModel):
     threads: int = Field(1, ge=1)
     bench_duration: float = Field(1.5, gt=0)
     seed: int = 0
+    # Where costs are measured: local, or ssh://[user@]host[:port] (a device with avf's runtime install).
+    target: str = "local"
+    # The device's Python interpreter that has avf installed (with an ssh target).
+    remote_python: str = "python3"
 
 
 class BudgetSpent(Exception):
@@ -80,11 +84,12 @@ class Context:
     data: dict  # role -> spec
     max_latency_ms: float
     max_memory_mib: float
-    measure_reason: str | None  # None: measured here
+    measure_reason: str | None  # None: measured (here, or on ``device``)
     cache: object
     num_classes: int = 0
     loaded: dict = field(default_factory=dict)  # role -> TrainingData, checked before the search (avf.tune.inputs)
     reference: object = None  # the checkpoint's model: the FP32 reference
+    device: object = None  # the RemoteDevice costs are measured on (--target), or None: this machine
     started: float = field(default_factory=time.monotonic)
     on_record: Callable[[dict], None] = lambda record: None
     say: Callable[[str], None] = lambda line: None
@@ -132,7 +137,10 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
     if ctx.measure_reason is None:
         bench_path = ctx.out / "bench" / f"{setting.id}.json"
         bench_path.parent.mkdir(exist_ok=True)
-        result = costs.bench(folder, bench_path, o.batch, o.threads, o.bench_duration)
+        if ctx.device is not None:
+            result = costs.bench_on_device(ctx.device, folder, bench_path, o.batch, o.threads, o.bench_duration)
+        else:
+            result = costs.bench(folder, bench_path, o.batch, o.threads, o.bench_duration)
     else:
         result = None
     figure = costs.cost(report, ctx.profile, o.batch, result)
