@@ -226,3 +226,26 @@ def test_tune_refuses_an_unreachable_target_before_any_output(ssh_device, tiny_r
                        "--target", f"ssh://127.0.0.1:{_free_port()}")
     assert code == 2 and err.count("error:") == 1 and "connection was refused" in err, err
     assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_on_the_device_is_one_error_and_leaves_nothing_there(ssh_device, tiny_artifact, tmp_path,
+                                                                          monkeypatch):
+    from cli_harness import cli, snapshot
+
+    small = tmp_path / "small_disk"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here to fill: {mounted.stderr.strip()}")
+    try:
+        monkeypatch.setenv("AVF_REMOTE_CACHE", str(small / "cache"))
+        before = snapshot(tmp_path / "out") if (tmp_path / "out").exists() else {}
+        code, _, err = cli(*_bench_args(tiny_artifact, tmp_path / "out" / "b.json", ssh_device))
+        assert code == 2 and err.count("error:") == 1, err
+        assert ssh_device.target in err and "No space left on device" in err, err
+        leftovers = [p.name for p in (small / "cache").rglob("*") if p.is_file()]
+        assert all(not name.endswith(".tmp") for name in leftovers), leftovers  # nothing half-written there
+        assert not (tmp_path / "out").exists() or snapshot(tmp_path / "out") == before
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
