@@ -107,7 +107,8 @@ def test_int8_artifact_passes_the_gate_and_keeps_the_contract(trained):
     assert fold["stage"] == "fold" and fold["params_after"] < fold["params_before"] and fold["max_logit_difference"] < 1e-4
     assert report["stages"][-1]["calibration"]["videos"] == 200
     assert report["tensorrt"]["built"] is False and report["tensorrt"]["reason"].startswith("engine not built: ")
-    assert set(report["files"]) == {"model.onnx"}
+    # model.onnx: TensorRT-parsable as shipped; model.cpu.onnx: the INT32-bias form ONNX Runtime's CPU kernels fuse
+    assert set(report["files"]) == {"model.onnx", "model.cpu.onnx"} and report["cpu_model"]["file"] == "model.cpu.onnx"
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp leftovers
     proto = onnx.load(str(artifact / "model.onnx"))
     assert [i.name for i in proto.graph.input] == ["rgb", "audio"] and proto.graph.output[0].name == "probabilities"

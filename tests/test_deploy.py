@@ -122,7 +122,8 @@ def test_plan_manifest_verify_triton(artifact, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads(manifest_path.read_text())
     assert manifest["latency_p50"]["status"] == "measured" and manifest["inputs"][0]["name"] == "rgb"
-    assert {f["name"] for f in manifest["files"]} == {"model.onnx", "report.json"}
+    # an INT8 artifact ships the TensorRT-parsable model.onnx and, beside it, the CPU-optimal model.cpu.onnx
+    assert {f["name"] for f in manifest["files"]} == {"model.onnx", "model.cpu.onnx", "report.json"}
     assert manifest["accuracy"]["gap_retention"] >= 0.9 and isinstance(manifest["decision"]["deployable"], bool)
     predicted = tmp_path / "predicted.json"
     result = avf("deploy", "manifest", folder, "--profile", "t4", "-o", predicted)

@@ -55,12 +55,20 @@ def _artifacts(name: str, root: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_precision_of_every_registry_model(name, tmp_path):
+    """The ONNX avf-compress ships (quantize.shipped_models, what _write_model writes as model.onnx) passes the
+    TensorRT check as shipped, for every registry model and precision TensorRT builds; nothing is rewritten at check time."""
     paths = _artifacts(name, tmp_path)
     for precision in ("fp32", "fp16", "int8"):
-        result = check_tensorrt_compatibility(paths[precision])
+        shipped = quantize.shipped_models(onnx.load(str(paths[precision])))
+        result = check_tensorrt_compatibility(shipped.model)
         assert result["tensorrt_compatible"], (precision, result["problems"])
-    int8 = check_tensorrt_compatibility(paths["int8"])
-    assert any("INT32 bias DequantizeLinear folded" in r for r in int8["rewrites_for_tensorrt"])
+        assert "rewrites_for_tensorrt" not in result and "as shipped" in result["checked"]
+        # fp32/fp16 ship one file; INT8 ships model.cpu.onnx (the builder's INT32-bias graph) beside it
+        assert (shipped.cpu_model is not None) == (precision == "int8"), precision
+    # The INT8 builder's own graph (model.cpu.onnx) is exactly what TensorRT refuses: INT32 DequantizeLinear.
+    raw = check_tensorrt_compatibility(paths["int8"])
+    assert not raw["tensorrt_compatible"]
+    assert any("INT32 DequantizeLinear" in p for p in raw["problems"]), raw["problems"]
     # Weights-only INT8 is an ONNX Runtime CPU format: the check names what TensorRT lacks.
     dynamic = check_tensorrt_compatibility(paths["int8-dynamic"])
     assert not dynamic["tensorrt_compatible"]
@@ -72,7 +80,7 @@ def test_tensorrt_graph_folds_int32_bias_exactly(tmp_path):
     original = onnx.load(str(paths["int8"]))
     # As ONNX Runtime writes it, the INT8 artifact has INT32 bias DQ nodes that TensorRT refuses...
     problems = check_model(original)
-    assert any("DequantizeLinear" in p and "INT32" in p for p in problems), problems
+    assert any("INT32 DequantizeLinear" in p for p in problems), problems
     folded, rewrites = tensorrt_graph(original)
     assert check_model(folded) == [] and rewrites
     # ...and the folded graph computes exactly what the artifact's Q/DQ graph computes.
@@ -293,6 +301,11 @@ def test_every_calibration_method_on_small_models_and_data(small_runs, tmp_path,
         stage = report["stages"][-1]
         assert stage["calibration"]["method"] == method and stage["calibration"]["videos"] == min(size, 320)
         assert report["tensorrt_compatible"], report["tensorrt_check"]["problems"]
+        # model.onnx (TensorRT form) and model.cpu.onnx (INT32 bias, ONNX Runtime CPU) both listed and hashed
+        assert {"model.onnx", "model.cpu.onnx"} <= set(report.files) and report.cpu_model_name == "model.cpu.onnx"
+        assert report.cpu_model.max_probability_difference < 1e-4
+        assert check_tensorrt_compatibility(tmp_path / f"{size}" / "model.onnx")["tensorrt_compatible"]
+        assert report.retention.runtime.endswith("(model.cpu.onnx)")
 
 
 def test_equal_calibration_batches():

@@ -23,6 +23,9 @@ from avf.atomic import json_file_says
 from avf.compress.precisions import PrecisionName
 
 REPORT_FILE, MODEL_FILE, ENGINE_FILE = "report.json", "model.onnx", "model.plan"
+#: The INT8 artifact's ONNX Runtime CPU form (INT32 bias dequantization, which its fused QGemm kernels need);
+#: model.onnx is the TensorRT-parsable form (see :mod:`avf.compress.tensorrt_check`).
+CPU_MODEL_FILE = "model.cpu.onnx"
 FORMAT = "avf-artifact"
 #: --force replaces a folder only when it is an artifact avf-compress wrote.
 is_artifact = json_file_says(REPORT_FILE, "format", FORMAT)
@@ -116,14 +119,29 @@ class TensorRTCheck(ReportPart):
 
 
 class TensorRTBuild(ReportPart):
-    """The engine avf-compress built (``file``), or why it built none (``reason``)."""
+    """The engine avf-compress or ``avf-deploy build`` built (``file``), or why none was built (``reason``)."""
 
     built: bool
     reason: str | None = None
     file: str | None = None
-    #: The TensorRT version that built the engine.
+    #: The TensorRT version that built the engine (an engine runs only with that version, on that GPU).
     tensorrt: str | None = None
     compute_capability: str | None = None
+    #: The GPU it was built on (its CUDA device name) and what built it (avf-compress / avf-deploy build).
+    device: str | None = None
+    built_by: str | None = None
+    #: The ONNX file TensorRT parsed, as shipped (no rewrite at build time).
+    onnx: str | None = None
+
+
+class CpuModel(ReportPart):
+    """Why the artifact carries a second ONNX for ONNX Runtime on the CPU, and how close the two are."""
+
+    file: str
+    reason: str
+    #: Largest |p(model.onnx) - p(model.cpu.onnx)| in ONNX Runtime CPU on ``checked_on``.
+    max_probability_difference: float | None = None
+    checked_on: str | None = None
 
 
 class IO(ReportPart):
@@ -174,6 +192,8 @@ class ArtifactReport(ReportPart):
     tensorrt_check: TensorRTCheck | None = None
     tensorrt_compatible: bool | None = None
     tensorrt: TensorRTBuild | None = None
+    #: Set when ONNX Runtime's CPU provider runs another file than model.onnx (the INT8 artifact's model.cpu.onnx).
+    cpu_model: CpuModel | None = None
     files: dict[str, FileRecord]
     io: IO
     parameters: int = Field(ge=0)
@@ -192,9 +212,19 @@ class ArtifactReport(ReportPart):
     def model_file(self) -> FileRecord:
         return self.files[MODEL_FILE]
 
+    @property
+    def cpu_model_name(self) -> str:
+        """The file ONNX Runtime's CPU provider runs: model.cpu.onnx where the artifact lists one, else model.onnx."""
+        return cpu_model_name(self.files)
+
     def to_json(self) -> str:
         """report.json's text: every field as it was set, no other."""
         return json.dumps(self.model_dump(mode="json", exclude_unset=True, fallback=_plain), indent=2) + "\n"
+
+
+def cpu_model_name(files) -> str:
+    """:attr:`ArtifactReport.cpu_model_name` of a report's ``files`` (a report read as a plain mapping works too)."""
+    return CPU_MODEL_FILE if CPU_MODEL_FILE in files else MODEL_FILE
 
 
 def write_report(report: ArtifactReport, folder: Path) -> Path:

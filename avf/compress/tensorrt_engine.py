@@ -8,10 +8,18 @@ precision builder flag is set. That is the only mode TensorRT 11 has (it removed
 opt-in mode of TensorRT 10. TF32 is cleared where the flag exists, so FP32 layers really run in
 FP32 (TensorRT enables TF32 by default on Ampere and later).
 
-TensorRT is given :func:`avf.compress.tensorrt_check.tensorrt_graph` of the artifact (INT32 bias
-dequantization folded to float initializers), after the same compatibility check avf-compress
-reports. One optimisation profile covers the batch range. Where TensorRT or a GPU is missing,
-:func:`unavailable_reason` says why and nothing is built.
+TensorRT parses the artifact's ``model.onnx`` as shipped (avf-compress writes it TensorRT-parsable:
+INT32 bias dequantization already folded, see :mod:`avf.compress.tensorrt_check`), after the same
+compatibility check avf-compress reports; nothing is rewritten here, so what is built is what
+``trtexec --onnx=model.onnx`` would parse. One optimisation profile covers the batch range, and a
+timing cache (``IBuilderConfig.create_timing_cache`` / ``set_timing_cache``, serialized back after
+the build) makes a rebuild on the same GPU and TensorRT version quick. Where TensorRT or a GPU is
+missing, :func:`unavailable_reason` says why and nothing is built.
+
+One build path: avf-compress ``--backend tensorrt`` (:func:`build_engine`) and ``avf-deploy build``
+(:mod:`avf.deploy.build`) both call :func:`build_serialized`. The CUDA device is found through
+NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``), or PyTorch where that is what is installed, so
+a JetPack device without PyTorch can build.
 """
 
 from __future__ import annotations
@@ -21,24 +29,63 @@ from pathlib import Path
 from avf.atomic import atomic_file
 
 SUPPORTED_MAJORS = (10, 11)
+INSTALL = ("pip install 'avf[tensorrt]' on a machine with an NVIDIA GPU; on Jetson, TensorRT comes from JetPack "
+           "(a venv made with --system-site-packages)")
 
 
 def unavailable_reason() -> str | None:
-    """None when an engine can be built here, else a one-line reason."""
+    """None when an engine can be built (or run) here, else a one-line reason naming what to install."""
     try:
         import tensorrt
     except ImportError:
-        return "TensorRT is not installed (pip install 'avf[tensorrt]' on a machine with an NVIDIA GPU)"
+        return f"TensorRT is not installed ({INSTALL})"
     major = _major(getattr(tensorrt, "__version__", "0"))
     if major not in SUPPORTED_MAJORS:
         return f"TensorRT {tensorrt.__version__} is installed; avf builds with TensorRT 10.x or 11.x"
+    _, reason = cuda_device()
+    return reason
+
+
+def cuda_device() -> tuple[dict | None, str | None]:
+    """({"name", "compute_capability"} of the current CUDA device, None), or (None, why there is none).
+
+    Through ``cuda-python`` (``cuda.bindings.runtime``; ``cuda.cudart`` in its older layout) where it is
+    installed, else PyTorch's CUDA build.
+    """
+    cudart = cuda_runtime()
+    if cudart is not None:
+        error, count = cudart.cudaGetDeviceCount()[:2]
+        if int(error) != 0 or count < 1:
+            return None, "no CUDA GPU is visible"
+        error, device = cudart.cudaGetDevice()[:2]
+        error2, props = cudart.cudaGetDeviceProperties(device)[:2]
+        if int(error) != 0 or int(error2) != 0:
+            return None, f"CUDA device query failed ({error}, {error2})"
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "compute_capability": f"{props.major}.{props.minor}"}, None
     try:
         import torch
     except ImportError:
-        return "PyTorch is needed to find the CUDA device"
+        return None, "neither cuda-python nor PyTorch is installed to reach the CUDA device (pip install 'avf[tensorrt]')"
     if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
+        return None, "no CUDA GPU is visible"
+    device = torch.cuda.current_device()
+    return {"name": torch.cuda.get_device_name(device),
+            "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(device)))}, None
+
+
+def cuda_runtime():
+    """cuda-python's CUDA runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6), or None."""
+    try:
+        from cuda.bindings import runtime
+        return runtime
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart
+        return cudart
+    except ImportError:
+        return None
 
 
 def _major(version: str) -> int:
@@ -69,26 +116,46 @@ def configure(config, trt, workspace_gib: float = 2.0) -> dict:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
-                 min_batch: int = 1, opt_batch: int = 8, max_batch: int = 64, workspace_gib: float = 2.0) -> dict:
-    """Parse ``onnx_path`` (as :func:`tensorrt_graph` gives it), build a serialized engine; returns build facts."""
-    import onnx
+                 min_batch: int = 1, opt_batch: int = 8, max_batch: int = 64, workspace_gib: float = 2.0,
+                 timing_cache: str | Path | None = None, built_by: str = "avf-compress") -> dict:
+    """:func:`build_serialized`, written to ``engine_path`` atomically; returns the build facts."""
+    serialized, facts = build_serialized(onnx_path, precision, min_batch, opt_batch, max_batch, workspace_gib,
+                                         timing_cache, built_by)
+    engine_path = Path(engine_path)
+    with atomic_file(engine_path) as tmp:
+        tmp.write_bytes(serialized)
+    return {**facts, "file": engine_path.name}
+
+
+def build_serialized(onnx_path: str | Path, precision: str, min_batch: int = 1, opt_batch: int = 8, max_batch: int = 64,
+                     workspace_gib: float = 2.0, timing_cache: str | Path | None = None,
+                     built_by: str = "avf-compress") -> tuple[bytes, dict]:
+    """Parse ``onnx_path`` as it is (it must pass the compatibility check as shipped) and build a serialized,
+    strongly typed engine on this machine's GPU; (the engine's bytes, plain JSON build facts).
+
+    ``timing_cache``: a file read before the build (when it exists) and written back after it (atomically).
+    """
     import tensorrt as trt
 
-    from avf.compress.tensorrt_check import check_model, tensorrt_graph
+    from avf.compress.tensorrt_check import check_tensorrt_compatibility
 
-    model, rewrites = tensorrt_graph(onnx.load(str(onnx_path)))
-    problems = check_model(model)
-    if problems:
-        raise RuntimeError(f"{onnx_path} is not TensorRT-compatible: {'; '.join(problems)}")
+    onnx_path = Path(onnx_path)
+    check = check_tensorrt_compatibility(onnx_path)
+    if not check["tensorrt_compatible"]:
+        raise RuntimeError(f"{onnx_path} is not TensorRT-compatible as shipped: {'; '.join(check['problems'])}")
+    device, reason = cuda_device()
+    if device is None:
+        raise RuntimeError(f"no engine built: {reason}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.SerializeToString()):
+    if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     settings = configure(config, trt, workspace_gib)
+    cache_facts = attach_timing_cache(config, timing_cache)
     profile = builder.create_optimization_profile()
     for name, shapes in profile_shapes(network, min_batch, opt_batch, max_batch).items():
         profile.set_shape(name, *shapes)
@@ -96,17 +163,35 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    engine_path = Path(engine_path)
-    with atomic_file(engine_path) as tmp:
-        tmp.write_bytes(serialized)
-    import torch
+    if timing_cache is not None:
+        cache_facts.update(save_timing_cache(config, timing_cache))
+    return bytes(serialized), {
+        "built": True, "tensorrt": trt.__version__, "precision": precision, "onnx": onnx_path.name,
+        "builder": settings, "graph_rewrites": [], "timing_cache": cache_facts,
+        "batch_profile": {"min": min_batch, "opt": opt_batch, "max": max_batch},
+        "device": device["name"], "compute_capability": device["compute_capability"], "built_by": built_by}
 
-    device = torch.cuda.current_device()
-    return {"built": True, "file": engine_path.name, "tensorrt": trt.__version__, "precision": precision,
-            "builder": settings, "graph_rewrites": rewrites,
-            "batch_profile": {"min": min_batch, "opt": opt_batch, "max": max_batch},
-            "device": torch.cuda.get_device_name(device),
-            "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(device)))}
+
+def attach_timing_cache(config, timing_cache: str | Path | None) -> dict:
+    """A timing cache on ``config``: loaded from the file where it exists, else empty; returns what was done."""
+    data = b""
+    if timing_cache is not None and Path(timing_cache).is_file():
+        data = Path(timing_cache).read_bytes()
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: a cache of another GPU/version is refused
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+        return {"file": str(timing_cache), "loaded": False,
+                "note": "the cache was made by another TensorRT version or GPU; started an empty one"}
+    return {"file": None if timing_cache is None else str(timing_cache), "loaded": bool(data), "bytes_in": len(data)}
+
+
+def save_timing_cache(config, timing_cache: str | Path) -> dict:
+    """The config's timing cache after a build, written to ``timing_cache`` atomically."""
+    serialized = bytes(config.get_timing_cache().serialize())
+    with atomic_file(Path(timing_cache)) as tmp:
+        tmp.write_bytes(serialized)
+    return {"bytes_out": len(serialized)}
 
 
 def profile_shapes(network, min_batch: int, opt_batch: int, max_batch: int) -> dict[str, tuple]:

@@ -129,7 +129,9 @@ def open_artifact(artifact: str | Path, *, deploying: bool) -> ArtifactReport:
     artifact = Path(artifact)
     report = read_artifact(artifact)
     verify_files(artifact, report)
-    refuse_external_data(artifact / MODEL_FILE)
+    for name in report.files:  # model.onnx and, for INT8, the CPU-optimal model.cpu.onnx beside it
+        if name.endswith(".onnx"):
+            refuse_external_data(artifact / name)
     if deploying and not report.accepted:
         raise InputError(artifact, f"artifact was rejected by its retention gate ({report.reason}); refusing to "
                                    "deploy it")

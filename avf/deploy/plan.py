@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from avf.compress.precisions import precision_named
 from avf.compress.report import ArtifactReport
-from avf.deploy.profiles import DeviceProfile
+from avf.deploy.profiles import DeviceProfile, tensorrt_note
 
 RUNTIME_OVERHEAD_MIB = {"jetson": 600.0, "dgpu": 800.0, "cpu": 150.0}  # CUDA context / runtime, a typical floor
 
@@ -45,12 +45,16 @@ def predict_on_profile(report: ArtifactReport, profile: DeviceProfile, batches: 
     if memory_mib > profile.memory_gib * 1024:
         fits = False
         reasons.append(f"needs {memory_mib:.0f} MiB, the device has {profile.memory_gib:g} GiB")
+    notes = [note] if profile.preferred_backend == "tensorrt" and (note := tensorrt_note(profile)) else []
     if fits:
         reasons.append(f"predicted latency {latency:.3f} ms <= {profile.budgets.latency_ms:g} ms and memory "
                        f"{memory_mib:.0f} MiB <= {profile.budgets.memory_mib:g} MiB")
+    reasons += [f"note: {note}" for note in notes]  # printed by avf-deploy plan with the verdict
     return {"profile": profile.name, "precision": precision, "compute_precision": compute, "weight_bytes": weight_bytes,
             "parameters": params, "batches": rows, "latency_ms": latency, "memory_mib": memory_mib,
             "energy_mj_per_inference": energy_mj, "fits": fits, "reasons": reasons,
+            # Plain notes about the profile (also in reasons as "note: ...", which avf-deploy plan prints).
+            "notes": notes,
             "method": "roofline: max(weight bytes / bandwidth, 2 x params x batch / peak) per batch; memory = weights + "
                       f"{RUNTIME_OVERHEAD_MIB[profile.kind]:g} MiB runtime floor; energy = board power x latency (upper bound)",
             "predicted": True}

@@ -73,6 +73,29 @@ class DeviceProfile(BaseModel):
         return self.power_modes_w[self.default_power_mode] if self.kind == "jetson" else float(self.tdp_w)
 
 
+#: TensorRT majors avf's engine code drives (avf.compress.tensorrt_engine.SUPPORTED_MAJORS, kept free of its imports).
+TENSORRT_MAJORS = (10, 11)
+
+
+def tensorrt_note(profile: DeviceProfile) -> str | None:
+    """A plain note when the profile's TensorRT is one avf cannot drive (e.g. Xavier NX: JetPack 5.1, TensorRT 8.5),
+    else None. Said wherever the profile is used with a TensorRT backend or for a TensorRT build, instead of
+    failing later on the device."""
+    if not profile.tensorrt:
+        return None
+    try:
+        major = int(str(profile.tensorrt).split(".")[0])
+    except ValueError:
+        return None
+    if major in TENSORRT_MAJORS:
+        return None
+    jetpack = f" (JetPack {profile.jetpack})" if profile.jetpack else ""
+    return (f"{profile.display_name} lists TensorRT {profile.tensorrt}{jetpack}; avf builds and runs TensorRT engines "
+            f"with TensorRT {' and '.join(f'{m}.x' for m in TENSORRT_MAJORS)} only, so avf's TensorRT backend cannot "
+            "be used there (no model.plan, no --backend tensorrt): run the artifact with onnxruntime, or use a "
+            "JetPack that ships TensorRT 10")
+
+
 def shipped_profile_paths() -> dict[str, Path]:
     folder = resources.files("avf.profiles")
     return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".yaml")}

@@ -58,4 +58,9 @@ def open_runner(target: Target, options: RunOptions) -> RunnerBase:
         from avf.runtime.onnxruntime_gpu import OnnxRuntimeGpuRunner
 
         return OnnxRuntimeGpuRunner(target.path / MODEL_FILE, "cuda", options.backend, threads=options.threads)
-    return OnnxRuntimeCpuRunner(target.path / MODEL_FILE, threads=options.threads, backend=options.backend)
+    from avf.compress.report import cpu_model_name
+
+    # An INT8 artifact's model.onnx is TensorRT-parsable; its CPU-optimal form (fused QGemm) is model.cpu.onnx,
+    # listed and hashed in report.json like every file (open_artifact verified it).
+    name = cpu_model_name(target.report["files"]) if target.report is not None else MODEL_FILE
+    return OnnxRuntimeCpuRunner(target.path / name, threads=options.threads, backend=options.backend)
