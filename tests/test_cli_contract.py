@@ -42,6 +42,11 @@ def world(tmp_path_factory):
         code, _, err = cli("deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "--bench", "bench.json",
                            "-o", "manifest.json")
         assert code in (0, 3), err
+        code, _, err = cli("deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "-o", "check.json")
+        assert code == 0, err
+        check = json.loads(Path("check.json").read_text())
+        Path("check_other_model.json").write_text(json.dumps({**check, "onnx_sha256": "0" * 64}))
+        Path("check_bad_field.json").write_text(json.dumps({**check, "retention": {**check["retention"], "gap": "high"}}))
         Path("afile").write_text("not a folder\n")
         Path("foreign").mkdir()
         (Path("foreign") / "precious.txt").write_text("the user's own\n")
@@ -198,6 +203,40 @@ BAD = [
     ("triton-name-absolute", ["deploy", "triton", "name_absolute", "-o", "deep/repo"], "model.name"),
     ("triton-name-quote", ["deploy", "triton", "name_quote", "-o", "deep/repo"], "model.name"),
     ("triton-name-option", ["deploy", "triton", "run/best.fp32", "-o", "deep/repo", "--name", "../x"], "--name"),
+    ("check-out-exists", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "-o", "check.json"], "--force"),
+    ("check-data-missing", ["deploy", "check", "run/best.fp32", "--data", "nothere/*.tfrecord", "-o", "c.json"],
+     "nothere"),
+    ("check-other-classes", ["deploy", "check", "run/best.fp32", "--data", "data7/validate*.tfrecord", "-o", "c.json"],
+     "classes"),
+    ("check-backend-unknown", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "--backend", "nope", "-o", "c.json"], "--backend"),
+    ("check-backend-unknown-default-out", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "--backend", "nope"], "--backend"),
+    ("check-backend-checkpoint", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "--backend", "pytorch", "-o", "c.json"], "runs checkpoints"),
+    ("check-device-bad", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "--device", "tpu", "-o", "c.json"], "--device"),
+    ("check-batch-0", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "--batch-size", "0", "-o", "c.json"], "--batch-size"),
+    ("check-not-artifact", ["deploy", "check", "afile", "--data", "data/validate*.tfrecord", "-o", "c.json"],
+     "directory"),
+    ("check-external-data", ["deploy", "check", "external_data", "--data", "data/validate*.tfrecord", "-o", "c.json"],
+     "weights.bin"),
+    ("check-linked-onnx", ["deploy", "check", "linked_onnx", "--data", "data/validate*.tfrecord", "-o", "c.json"],
+     "symbolic link"),
+    ("check-checkpoint-other", ["deploy", "check", "run/best.fp32", "--data", "data/train*.tfrecord", "--checkpoint",
+                                "bench.json", "-o", "c.json"], "sha256"),
+    ("check-out-is-input", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "-o",
+                            "run/best.fp32/model.onnx", "--force"], "input"),
+    ("check-out-is-report", ["deploy", "check", "run/best.fp32", "--data", "data/validate*.tfrecord", "-o",
+                             "run/best.fp32/report.json", "--force"], "input"),
+    ("manifest-out-is-report", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "run/best.fp32/report.json",
+                                "--force"], "input"),
+    ("manifest-check-not-json", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "m.json", "--check",
+                                 "notjson.json"], "JSON"),
+    ("manifest-check-a-bench", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "m.json", "--check",
+                                "bench.json"], "avf-bench"),
+    ("manifest-check-other-model", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "m.json", "--check",
+                                    "check_other_model.json"], "another model.onnx"),
+    ("manifest-check-bad-field", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "m.json", "--check",
+                                  "check_bad_field.json"], "retention.gap"),
+    ("manifest-check-missing", ["deploy", "manifest", "run/best.fp32", "-p", "x86-cpu", "-o", "m.json", "--check",
+                                "nothere.json"], "nothere.json"),
     # data
     ("synth-out-file", ["data", "synth", "afile", "--videos", "20", "--force"], "not a directory"),
     ("synth-out-foreign", ["data", "synth", "foreign", "--videos", "20", "--force"], "not a synthetic data folder"),

@@ -21,6 +21,7 @@ from avf.data.vocabulary import file_sha256
 from avf.deploy.artifact import open_artifact
 from avf.documents import read_document
 from avf.deploy.bench_record import check_bench_of
+from avf.deploy.check import check_record_of, find_checks, read_check
 from avf.deploy.plan import predict_on_profile
 from avf.deploy.profiles import DeviceProfile
 from avf.errors import InputError
@@ -72,15 +73,37 @@ class Figure(_Strict):
     source: str
 
 
+class CheckEntry(_Strict):
+    """An ``avf-deploy check`` of this artifact's deployed form (check.json, hashed as it was read)."""
+
+    #: The check file's name as given (or found in the artifact folder) and its sha256 when the manifest was made.
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    backend: str
+    #: Where it ran: the runner's device (cpu, cuda) and the machine's name (GPU, else CPU; and the host).
+    device: str
+    machine: str
+    videos: int
+    data_content_sha256: str
+    gap_retention: float | None
+    min_retention: float
+    passed: bool
+    reference_source: Literal["report", "checkpoint"]
+    created: str
+
+
 class Decision(_Strict):
     deployable: bool
     #: False when avf-compress never scored the artifact on held-out data: then it is not deployable.
     accuracy_checked: bool
     reasons: list[str]
+    #: Problems accepted by an option (``--allow-unchecked``): deployable, but said.
+    warnings: list[str] = []
 
 
 class DeploymentManifest(_Strict):
-    manifest_version: Literal[2] = 2
+    #: 3 added ``checks`` and ``decision.warnings``; a version-2 manifest still reads (and verifies).
+    manifest_version: Literal[2, 3] = 3
     created: str
     avf_version: str
     #: The artifact folder, relative to the manifest's own folder (the two ship together).
@@ -99,6 +122,9 @@ class DeploymentManifest(_Strict):
     backend: str
     runtime: dict[str, str | None]
     accuracy: Accuracy
+    #: avf-deploy check records of the deployed form on held-out data (GPU/Jetson profiles need one that passes on
+    #: the profile's preferred backend).
+    checks: list[CheckEntry] = []
     latency_p50: Figure
     latency_p99: Figure
     memory: Figure
@@ -127,10 +153,17 @@ def artifact_dir_for(artifact: Path, manifest_path: Path) -> str:
 
 
 def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | None = None, *,
-                   manifest_path: str | Path) -> DeploymentManifest:
-    """The manifest of ``artifact`` for ``profile``, to be written at ``manifest_path`` (its paths are relative to it)."""
+                   manifest_path: str | Path, checks: list[str | Path] | None = None,
+                   allow_unchecked: bool = False) -> DeploymentManifest:
+    """The manifest of ``artifact`` for ``profile``, to be written at ``manifest_path`` (its paths are relative to it).
+
+    ``checks``: check.json files of this artifact (default: ARTIFACT/check-*.json). On a GPU or Jetson profile a
+    manifest without a passing check on the profile's preferred backend is not deployable, unless
+    ``allow_unchecked`` (then deployable, with the reason as a warning).
+    """
     artifact = Path(artifact)
     report = open_artifact(artifact, deploying=True)
+    check_entries = _checks(artifact, report, find_checks(artifact) if checks is None else [Path(c) for c in checks])
     artifact_dir = artifact_dir_for(artifact, Path(manifest_path))
     files = [FileEntry(name=name, sha256=entry.sha256, bytes=(artifact / name).stat().st_size)
              for name, entry in report.files.items()]
@@ -166,6 +199,15 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         deployable = False
         reasons.append("accuracy never checked: the artifact was compressed without evaluation data; re-run "
                        "avf-compress with --eval")
+    warnings = []
+    reasons += [f"note: {note}" for note in prediction.get("notes", [])]  # e.g. a TensorRT avf does not drive
+    for reason, blocking in _check_reasons(profile, check_entries):
+        if blocking and allow_unchecked:
+            warnings.append(reason)
+            reasons.append(f"warning (--allow-unchecked): {reason}")
+        else:
+            deployable = deployable and not blocking
+            reasons.append(reason)
     if bench is None:
         reasons.append("no bench on the target: figures are predicted; run avf-bench on the device and pass --bench")
     io = report.io
@@ -188,10 +230,55 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
                  "compute_capability": (tensorrt.compute_capability if tensorrt is not None else None)
                  or profile.compute_capability,
                  "cuda": (bench or {}).get("conditions", {}).get("cuda")},
-        accuracy=accuracy, latency_p50=latency_p50, latency_p99=latency_p99, memory=memory,
+        accuracy=accuracy, checks=check_entries, latency_p50=latency_p50, latency_p99=latency_p99, memory=memory,
         energy_per_inference=energy, profile=profile.name,
         budgets={"latency_ms": budget_latency, "memory_mib": budget_memory}, prediction=prediction,
-        decision=Decision(deployable=deployable, accuracy_checked=accuracy.evaluated, reasons=reasons))
+        decision=Decision(deployable=deployable, accuracy_checked=accuracy.evaluated, reasons=reasons,
+                          warnings=warnings))
+
+
+#: What the manifest says of a GPU or Jetson profile whose preferred backend no passing check covers.
+CPU_ONLY = "retention measured on ONNX Runtime CPU only"
+
+
+def _checks(artifact: Path, report, paths: list[Path]) -> list[CheckEntry]:
+    """Each check file read, validated and matched to this artifact's model.onnx."""
+    entries = []
+    for path in paths:
+        record = read_check(path)
+        check_record_of(path, report, record)
+        conditions = record.conditions
+        machine = conditions.get("gpu") or conditions.get("cpu") or "unknown machine"
+        if conditions.get("host"):
+            machine = f"{machine} on {conditions['host']}"
+        entries.append(CheckEntry(
+            file=str(path), sha256=file_sha256(path), backend=record.backend, device=record.runner.device,
+            machine=str(machine), videos=record.videos, data_content_sha256=record.data.content_sha256,
+            gap_retention=record.retention.get("gap"), min_retention=record.min_retention, passed=record.passed,
+            reference_source=record.reference_source.source, created=record.created))
+    return entries
+
+
+def _check_reasons(profile: DeviceProfile, checks: list[CheckEntry]) -> list[tuple[str, bool]]:
+    """(reason, whether it blocks deployment) for the checks against the profile.
+
+    A failed check on the profile's preferred backend blocks on every profile. A GPU or Jetson profile
+    also needs a passing check on its preferred backend: the retention gate scored model.onnx on ONNX
+    Runtime's CPU provider, not the engine the device runs. A CPU profile is covered by that gate.
+    """
+    wanted = profile.preferred_backend
+    reasons = []
+    for entry in checks:
+        ratio = "undefined" if entry.gap_retention is None else f"{entry.gap_retention:.4f}"
+        verdict = "passed" if entry.passed else "FAILED"
+        blocking = not entry.passed and entry.backend == wanted
+        reasons.append((f"check on {entry.backend} ({entry.device}, {entry.machine}): GAP retention {ratio} vs "
+                        f"{entry.min_retention:g} on {entry.videos:,} videos, {verdict} ({entry.file})", blocking))
+    if profile.kind != "cpu" and not any(entry.passed and entry.backend == wanted for entry in checks):
+        reasons.append((f"{CPU_ONLY}: no passing avf-deploy check on {wanted} ({profile.display_name}'s preferred "
+                        f"backend); run avf-deploy check ARTIFACT --data HELDOUT --backend {wanted} on the device and "
+                        "pass --check, or --allow-unchecked", True))
+    return reasons
 
 
 def _performance(prediction: dict, bench: dict | None) -> tuple[Figure, Figure, Figure, Figure]:

@@ -50,6 +50,20 @@ class TrainingData:
         return {"description": self.description, "videos": len(self), "files": len(self.sources),
                 "sha256": {Path(s["path"]).name: s.get("sha256") for s in self.sources}}
 
+    def content_sha256(self, rows: int = 65536) -> str:
+        """sha256 of exactly what scoring sees: each array's dtype, shape and bytes (rgb, audio, CSR labels) and the
+        class count. Two loads with the same hash give the same metrics; a subset, a float16 store of the same
+        shards or a re-ordered set hash differently. Read in chunks of ``rows`` videos (memory-mapped stores)."""
+        import hashlib
+
+        digest = hashlib.sha256(f"avf-labelled-data-v1 classes={self.num_classes}".encode())
+        for name, array in (("rgb", self.rgb), ("audio", self.audio), ("label_indptr", self.label_indptr),
+                            ("label_indices", self.label_indices)):
+            digest.update(f";{name} {np.dtype(array.dtype).str} {tuple(array.shape)};".encode())
+            for start in range(0, len(array), rows):
+                digest.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
+        return digest.hexdigest()
+
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 rgb, audio and 0/1 labels (B, classes) for the given video indices."""
         indices = np.asarray(indices, np.int64)
