@@ -249,3 +249,59 @@ def test_a_full_disk_on_the_device_is_one_error_and_leaves_nothing_there(ssh_dev
         assert not (tmp_path / "out").exists() or snapshot(tmp_path / "out") == before
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_check_scores_the_deployed_form_on_the_device(ssh_device, tiny_run, tiny_artifact, tmp_path):
+    import json
+
+    from cli_harness import cli
+
+    data = tiny_run / "data" / "test*.tfrecord"
+    code, out, err = cli("deploy", "check", tiny_artifact, "--data", data, "-o", tmp_path / "local.json")
+    assert code == 0, err
+    code, out, err = cli("deploy", "check", tiny_artifact, "--data", data, "-o", tmp_path / "remote.json",
+                         "--target", ssh_device.target, "--remote-python", ssh_device.python)
+    assert code == 0, err
+    assert f"measured on {ssh_device.target}" in out
+    local, remote = (json.loads((tmp_path / name).read_text()) for name in ("local.json", "remote.json"))
+    assert remote["conditions"]["measured_on"]["target"] == ssh_device.target
+    assert remote["conditions"]["measured_on"]["device"]["runtimes"]["torch"] is None
+    assert remote["data"]["content_sha256"] == local["data"]["content_sha256"]
+    for key in ("gap", "f1", "map"):  # the same model, data and runtime: the same figures, measured there
+        assert remote["deployed"][key] == pytest.approx(local["deployed"][key], abs=1e-6)
+        assert remote["reference"][key] == local["reference"][key]
+    # the manifest takes it like a local check
+    code, _, err = cli("deploy", "manifest", tiny_artifact, "-p", "x86-cpu", "--check", tmp_path / "remote.json",
+                       "-o", tiny_artifact / "manifest-remote.json")
+    assert code in (0, 3), err
+    manifest = json.loads((tiny_artifact / "manifest-remote.json").read_text())
+    (tiny_artifact / "manifest-remote.json").unlink()
+    assert manifest["checks"] and manifest["checks"][0]["backend"] == "onnxruntime"
+
+
+def test_a_device_without_tensorrt_refuses_a_build_naming_the_host_and_what_to_install(ssh_device, tiny_artifact):
+    from cli_harness import cli
+
+    code, _, err = cli("deploy", "build", tiny_artifact, "--target", ssh_device.target, "--remote-python",
+                       ssh_device.python)
+    assert code == 2 and err.count("error:") == 1 and ssh_device.target in err, err
+    assert "tensorrt" in err.lower() and "JetPack" in err
+
+
+def test_tune_for_a_tensorrt_profile_on_a_device_without_tensorrt_predicts_and_says_why(ssh_device, tiny_run,
+                                                                                       tmp_path):
+    import json
+
+    from cli_harness import cli
+
+    out = tmp_path / "tune"
+    code, _, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "jetson-orin-nano-8gb", "-o", out,
+                       "--ratio-step", 0.45, "--calib-size", 64, "--bench-duration", 0.05, "--threads", 1,
+                       "--finetune-epochs", 0, "--min-retention", 0.5, "--time-budget", 3,
+                       "--target", ssh_device.target, "--remote-python", ssh_device.python)
+    assert code in (0, 3), err
+    records = json.loads((out / "candidates.json").read_text())["candidates"]
+    assert records and all(r["cost"]["status"] == "predicted" for r in records)
+    assert all(f"not measured on {ssh_device.target}" in r["cost"]["source"] and "TensorRT" in r["cost"]["source"]
+               for r in records), records[0]["cost"]["source"]
+    assert "its cost is predicted" in err

@@ -13,7 +13,9 @@ from rich.text import Text
 
 from avf.cli.options import option
 from avf.deploy.bench import BATCHES, SCENARIOS, benchmark
+from avf.deploy.check import artifact_inputs, run_check
 from avf.deploy.demo import run_demo
+from avf.deploy.manifest import build_manifest
 from avf.deploy.predict import predict
 from avf.deploy.triton import write_triton_repository
 from avf.errors import ExitCode
@@ -22,6 +24,12 @@ stdout = Console()
 TARGET_HELP = ("Where to measure: local (this machine), or ssh://[user@]host[:port] or a host of your ~/.ssh/config "
                "(a device with avf's runtime install; see the README's Jetson section).")
 REMOTE_PYTHON_HELP = "The device's Python interpreter that has avf installed (with --target ssh://...)."
+
+
+def _say(line: str) -> None:
+    from avf.cli.progress import stderr
+
+    stderr.print(line, markup=False, highlight=False)
 
 
 def profiles_command(
@@ -188,24 +196,81 @@ def manifest_command(
     bench: str = typer.Option(None, "--bench", help="bench.json measured on the target (else figures are predicted)."),
     out: str = typer.Option("manifest.json", "--out", "-o", help="Written in the artifact's folder or one above it."),
     force: bool = typer.Option(False, "--force", help="Replace an existing manifest file."),
+    checks: list[str] = typer.Option(None, "--check", help="check.json of `avf-deploy check` (repeatable; default: "
+                                     "the artifact's own check-*.json)."),
+    allow_unchecked: bool = option(build_manifest, "allow_unchecked", "--allow-unchecked", help="A GPU/Jetson "
+                                   "profile without a passing check on its preferred backend: deployable, with a "
+                                   "warning."),
 ) -> None:
-    """A validated deployment manifest: files and hashes, I/O, accuracy, performance, decision.
+    """A validated deployment manifest: files and hashes, I/O, accuracy, checks, performance, decision.
 
     Exit 0 when deployable, 3 when not (the manifest is written either way, with the reasons).
     """
     from avf.atomic import check_output
     from avf.deploy.bench_record import read_bench
-    from avf.deploy.manifest import build_manifest, write_manifest
+    from avf.deploy.manifest import write_manifest
     from avf.deploy.profiles import load_profile
 
-    check_output(out, force=force, directory=False, inputs=[artifact, bench], what="manifest")
-    manifest = build_manifest(artifact, load_profile(profile), read_bench(bench) if bench else None, manifest_path=out)
-    write_manifest(manifest, out, force=force, inputs=[artifact, bench])
+    inputs = [*artifact_inputs(artifact), bench, *(checks or [])]
+    check_output(out, force=force, directory=False, inputs=inputs, what="manifest")
+    manifest = build_manifest(artifact, load_profile(profile), read_bench(bench) if bench else None, manifest_path=out,
+                              checks=checks or None, allow_unchecked=allow_unchecked)
+    write_manifest(manifest, out, force=force, inputs=inputs)
     verdict = "deployable" if manifest.decision.deployable else "NOT deployable"
     stdout.print(f"{out}: {manifest.model} {manifest.precision} on {manifest.profile}: {verdict}", markup=False)
     for reason in manifest.decision.reasons:
         stdout.print(f"  - {reason}", markup=False)
     if not manifest.decision.deployable:
+        raise typer.Exit(ExitCode.BELOW_BAR)
+
+
+@deploy_app.command("check")
+def check_command(
+    artifact: str = typer.Argument(..., help="An avf-compress artifact directory."),
+    data: str = typer.Option(..., "--data", help="Held-out TFRecord file(s)/directory/quoted glob, or a feature store."),
+    backend: str = option(run_check, "backend", "--backend", help="The deployed form to score: onnxruntime, "
+                          "onnxruntime-cuda, onnxruntime-tensorrt, tensorrt (model.plan) or torch-tensorrt (model.ep)."),
+    out: str = typer.Option(None, "--out", "-o", help="check.json (default: ARTIFACT/check-BACKEND.json)."),
+    force: bool = option(run_check, "force", "--force", help="Replace an existing check file."),
+    batch_size: int = option(run_check, "batch_size", "--batch-size", min=1),
+    threads: int = option(run_check, "threads", "--threads", min=1, help="CPU threads (default: all cores)."),
+    device: str = option(run_check, "device", "--device", help="cpu or cuda (onnxruntime on cuda: its CUDA provider)."),
+    checkpoint: str = option(run_check, "checkpoint", "--checkpoint", help="The FP32 checkpoint report.json names "
+                             "(its sha256 is checked), when it is elsewhere here; scored only when report.json's "
+                             "retention was measured on other data."),
+    target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
+    remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
+) -> None:
+    """Score the deployed form on held-out data against the FP32 reference: GAP/F1 retention, written to check.json.
+
+    Exit 0 when GAP retention reaches the artifact's min_retention, 3 when not (check.json is written either way).
+    """
+    from avf.cli.progress import count_progress
+    from avf.deploy.predict import count_videos
+
+    from avf.remote.device import RemoteDevice
+    from avf.remote.ssh import parse_target
+
+    _check_device(device)
+    remote = parse_target(target_device, remote_python)
+    with count_progress("check", count_videos(data)) as advance:
+        record, written = run_check(artifact, data, backend, out, force, batch_size, threads, device, checkpoint,
+                                    progress=advance, target=remote and RemoteDevice(remote, say=_say))
+    where = record.conditions.get("measured_on")
+    if where:
+        stdout.print(f"measured on {where['target']}", markup=False, soft_wrap=True)
+    table = Table(title=escape(f"{artifact}: {record.backend} on {record.runner.device} vs FP32 reference "
+                               f"({record.reference_source.source}), {record.videos:,} videos"))
+    for column in ("metric", "deployed", "reference", "retention"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, name in (("gap", "GAP"), ("f1", "F1"), ("map", "mAP"), ("hit_at_one", "Hit@1")):
+        ratio = record.retention.get(key)
+        table.add_row(name, f"{getattr(record.deployed, key):.4f}", f"{getattr(record.reference, key):.4f}",
+                      "undefined" if ratio is None else f"{ratio:.4f}")
+    stdout.print(table)
+    stdout.print(f"{'passed' if record.passed else 'FAILED'}: {record.reason}; reference: "
+                 f"{record.reference_source.detail}; written to {written}", markup=False, soft_wrap=True)
+    if not record.passed:
         raise typer.Exit(ExitCode.BELOW_BAR)
 
 
@@ -221,6 +286,40 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
             stderr.print(Text("mismatch:", style="bold red") + Text(f" {problem}"), soft_wrap=True, highlight=False)
         raise typer.Exit(ExitCode.MISMATCH)
     stdout.print(f"{manifest}: every file matches its sha256", markup=False)
+
+
+@deploy_app.command("build")
+def build_command(
+    artifact: str = typer.Argument(..., help="An avf-compress artifact directory (fp32, fp16 or int8)."),
+    timing_cache: str = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read when it exists "
+                                     "and written back (default: one per TensorRT version and GPU under $AVF_CACHE)."),
+    target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
+    remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
+) -> None:
+    """Build model.plan (TensorRT) on the GPU it will run on from the artifact's model.onnx; record it in report.json.
+
+    With --target the engine is built on the device, in its copy of the artifact (engines are tied to their GPU
+    and TensorRT version), where `avf-bench`/`avf-deploy check --backend tensorrt --target` run it.
+    """
+    from avf.deploy.build import build_engine_here
+    from avf.errors import InputError
+    from avf.remote.ssh import parse_target
+
+    remote = parse_target(target_device, remote_python)
+    if remote is None:
+        facts = build_engine_here(artifact, timing_cache)
+    else:
+        from avf.remote.device import RemoteDevice
+        from avf.remote.measure import build_on
+
+        if timing_cache:
+            raise InputError(None, "--timing-cache names a file on this machine; with --target the device keeps "
+                                   "its own timing cache")
+        facts = build_on(RemoteDevice(remote, say=_say), Path(artifact))
+        artifact = f"{remote.name}:{facts['measured_on']['remote_path']}"
+    stdout.print(f"{artifact}/model.plan: TensorRT {facts['tensorrt']} on {facts['device']} (compute "
+                 f"{facts['compute_capability']}), {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}...; "
+                 f"timing cache {facts['timing_cache']['file']}", markup=False, soft_wrap=True)
 
 
 @deploy_app.command("triton")

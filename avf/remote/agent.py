@@ -173,6 +173,36 @@ def bench(args: list[str]) -> dict:
     return {"bench": result}
 
 
+def check(args: list[str]) -> dict:
+    """avf-deploy check's measurement on the device: the deployed form scored on the data sent."""
+    import argparse
+
+    from avf.deploy.check import measure_check
+
+    parser = argparse.ArgumentParser(prog="avf.remote.agent check", exit_on_error=False)
+    parser.add_argument("artifact")
+    parser.add_argument("data")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu")
+    try:
+        options = parser.parse_args(args)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise AgentError(f"check: {exc}") from None
+    return {"measured": measure_check(options.artifact, options.data, options.backend, options.batch_size,
+                                      options.threads, options.device)}
+
+
+def build(args: list[str]) -> dict:
+    """avf-deploy build on the device: model.plan built in the device's copy of the artifact, where it runs."""
+    from avf.deploy.build import build_engine_here
+
+    if len(args) != 1:
+        raise AgentError("build: expected the artifact's path on the device")
+    return {"built": build_engine_here(args[0])}
+
+
 def _checked_sha(sha: str) -> str:
     if not _SHA256.match(sha):
         raise AgentError(f"{sha!r} is not a sha256")
@@ -196,6 +226,8 @@ COMMANDS = {
     "receive": lambda args: receive(*args),
     "assemble": assemble,
     "bench": bench,
+    "check": check,
+    "build": build,
 }
 
 

@@ -61,3 +61,59 @@ def bench_on(device: RemoteDevice, target: Path, *, backend: str, batches: list[
     result["target"] = str(target.resolve())
     result["measured_on"] = {"target": device.target.name, "remote_path": remote, "device": facts}
     return result
+
+
+def send_data(device: RemoteDevice, data: str | Path) -> str:
+    """Send held-out data (a feature store, or TFRecord shards with the vocabulary.csv beside them); its path
+    on the device, in the same form (a store folder, or a folder of shards)."""
+    from avf.data.feature_store import is_store
+    from avf.data.sources import expand_sources
+    from avf.data.vocabulary import file_sha256, find_vocabulary
+
+    if is_store(data):
+        folder = Path(data)
+        names = sorted(entry.name for entry in folder.iterdir() if entry.is_file() and not entry.name.startswith("."))
+        return device.send_folder(folder, names)
+    shards = expand_sources(data)
+    files: dict[str, tuple[Path, str]] = {}
+    for shard in shards:
+        if shard.name in files:
+            raise InputError(shard, f"two shards named {shard.name} (in different folders): the device receives them "
+                                    "in one folder; rename one, or convert the data to a feature store")
+        files[shard.name] = (shard, file_sha256(shard))
+    vocabulary = find_vocabulary(shards)
+    if vocabulary is not None and "vocabulary.csv" not in files:
+        files["vocabulary.csv"] = (Path(vocabulary.path), vocabulary.sha256)
+    return device.send_files(files)
+
+
+def measure_check_on(device: RemoteDevice, artifact: Path, data: str | Path, *, backend: str, batch_size: int,
+                     threads: int | None, device_kind: str) -> dict:
+    """avf-deploy check's measurement on the device: the deployed form scored there; its plain JSON result."""
+    device.facts()
+    remote_artifact = send_target(device, artifact)
+    remote_data = send_data(device, data)
+    args = ["check", remote_artifact, remote_data, "--backend", backend, "--batch-size", str(batch_size),
+            "--device", device_kind]
+    if threads:
+        args += ["--threads", str(threads)]
+    answer = device.agent(*args, what="the check", timeout_s=3600)
+    measured = answer.get("measured")
+    if not isinstance(measured, dict):
+        raise InputError(device.target.name, "the device's check returned no measurement")
+    conditions = measured.get("conditions")
+    if not isinstance(conditions, dict):
+        raise InputError(device.target.name, "the device's check did not record its conditions")
+    conditions["measured_on"] = {"target": device.target.name, "device": device.facts()}
+    return measured
+
+
+def build_on(device: RemoteDevice, artifact: Path) -> dict:
+    """avf-deploy build on the device: the engine is built, and stays, in the device's copy of the artifact (an
+    engine is tied to its GPU and TensorRT version), where bench and check --backend tensorrt --target find it."""
+    device.facts()
+    remote = send_target(device, artifact)
+    built = device.agent("build", remote, what="the TensorRT engine build", timeout_s=3600).get("built")
+    if not isinstance(built, dict):
+        raise InputError(device.target.name, "the device's build returned no facts")
+    return {**built, "measured_on": {"target": device.target.name, "remote_path": remote}}

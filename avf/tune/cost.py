@@ -27,34 +27,47 @@ def measurable_here(profile: DeviceProfile) -> str | None:
 
 
 def measurable_on(profile: DeviceProfile, device) -> str | None:
-    """None when costs can be measured for ``profile`` on the --target device (or here), else why they are predicted."""
+    """None when costs are measured for ``profile`` (on the --target device, or here), else why they are predicted."""
     if device is None:
         return measurable_here(profile)
-    if profile.kind == "cpu" or profile.preferred_backend == "onnxruntime":
-        return None
-    return (f"{device.target.name} runs candidates on ONNX Runtime; {profile.display_name}'s backend is "
-            f"{profile.preferred_backend}, whose engines avf does not yet build on a device during a search: latency, "
-            "memory and energy are predicted by the avf-deploy plan roofline")
+    return None  # measured there: on ONNX Runtime, or on a TensorRT engine built there (else predicted, per candidate)
 
 
-def bench_on_device(device, artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
-    """avf-bench's harness on the --target device (ONNX Runtime CPU), recorded like :func:`bench`'s file.
+def device_backend(profile: DeviceProfile) -> str:
+    """What a candidate runs on when measured on the device: the profile's engine, TensorRT, or ONNX Runtime CPU."""
+    return "tensorrt" if profile.preferred_backend == "tensorrt" else "onnxruntime"
 
-    Memory is the device process's resident set added by loading the artifact (avf-bench's in-process
-    figure), not the fresh-child figure :func:`bench` takes here.
+
+def bench_on_device(device, profile: DeviceProfile, artifact: Path, out: Path, batch: int, threads: int,
+                    duration: float) -> tuple[dict | None, str | None]:
+    """avf-bench's harness on the --target device, recorded like :func:`bench`'s file; (result, None), or
+    (None, why) when the device cannot run the candidate on the profile's backend (no TensorRT there, a
+    precision its engine builder refuses), so that its cost is predicted and labelled instead.
+
+    For a TensorRT profile the engine is first built on the device (``avf-deploy build`` there). Memory is the
+    device process's resident set added by loading the artifact (avf-bench's in-process figure), not the
+    fresh-child figure :func:`bench` takes here.
     """
     import json
 
     from avf.atomic import atomic_write_text
-    from avf.remote.measure import bench_on
+    from avf.remote.measure import bench_on, build_on
+    from avf.remote.ssh import RemoteCommandFailed
 
+    backend = device_backend(profile)
     scenarios = ["single-stream", "offline"] if batch == 1 else ["offline"]
-    result = bench_on(device, artifact, backend="onnxruntime", batches=[batch], scenarios=scenarios,
-                      duration=duration, threads=threads, device_kind="cpu", precision=None, cuda_graphs=False)
+    try:
+        if backend == "tensorrt":
+            build_on(device, artifact)
+        result = bench_on(device, artifact, backend=backend, batches=[batch], scenarios=scenarios,
+                          duration=duration, threads=threads, device_kind="cuda" if backend == "tensorrt" else "cpu",
+                          precision=None, cuda_graphs=False)
+    except RemoteCommandFailed as exc:  # it ran there and said no: this candidate is predicted, not the search ended
+        return None, exc.problem
     result["memory"]["method"] = ("model_rss_mib: VmRSS of avf-bench's process on the device after loading the "
                                   "artifact, minus before loading")
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    return result
+    return result, None
 
 
 def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
@@ -102,7 +115,10 @@ def resident_memory(artifact: Path, batch: int, threads: int) -> float:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(Path(artifact) / "model.onnx"), str(batch), str(threads)],
+    from avf.compress.report import cpu_model_name
+
+    model = Path(artifact) / cpu_model_name({p.name for p in Path(artifact).iterdir()})  # the file avf-bench times
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(batch), str(threads)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         from avf.errors import InputError

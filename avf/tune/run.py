@@ -203,7 +203,11 @@ def held_out(ctx: Context, chosen: dict) -> dict:
     from avf.runtime.pytorch_model import PyTorchRunner
 
     data = ctx.loaded["test"]
-    comparison = compare_on_data(PyTorchRunner(ctx.reference), OnnxRuntimeCpuRunner(ctx.out / "artifact" / "model.onnx"),
+    from avf.compress.report import cpu_model_name
+
+    shipped = ctx.out / "artifact"
+    model = shipped / cpu_model_name({p.name for p in shipped.iterdir()})  # what ONNX Runtime CPU runs of it
+    comparison = compare_on_data(PyTorchRunner(ctx.reference), OnnxRuntimeCpuRunner(model),
                                  data)  # the shipped copy, verified as it was written
     result = seal({"data": data.sources_summary(), "videos": comparison["videos"],
                    "reference_gap": comparison["reference"]["gap"], "gap": comparison["compressed"]["gap"],

@@ -133,17 +133,23 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
     build_s = time.monotonic() - started
     from avf.tune import cost as costs
 
-    bench_path = None
+    bench_path = unmeasurable = None
     if ctx.measure_reason is None:
         bench_path = ctx.out / "bench" / f"{setting.id}.json"
         bench_path.parent.mkdir(exist_ok=True)
         if ctx.device is not None:
-            result = costs.bench_on_device(ctx.device, folder, bench_path, o.batch, o.threads, o.bench_duration)
+            result, unmeasurable = costs.bench_on_device(ctx.device, ctx.profile, folder, bench_path, o.batch,
+                                                          o.threads, o.bench_duration)
+            if result is None:  # the device cannot run this candidate on the profile's backend: predicted, labelled
+                ctx.say(f"note: candidate {setting.id}: {unmeasurable}; its cost is predicted")
+                bench_path = None
         else:
             result = costs.bench(folder, bench_path, o.batch, o.threads, o.bench_duration)
     else:
         result = None
     figure = costs.cost(report, ctx.profile, o.batch, result)
+    if result is None and ctx.device is not None and unmeasurable:
+        figure["source"] += f" (not measured on {ctx.device.target.name}: {unmeasurable})"
     retention = report.retention
     record = {"id": setting.id, "ratio": setting.ratio, "precision": setting.precision,
               "calib_method": setting.calib_method, "keep_float": list(setting.keep_float),
