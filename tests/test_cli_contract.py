@@ -432,6 +432,9 @@ def test_float16_store_refuses_values_it_cannot_hold(tmp_path):
 def test_options_that_do_nothing_say_so(world, tmp_path):
     code, _, err = cli("compress", world / "run" / "best.pt", "--calib", world / "data", "-o", tmp_path / "a")
     assert code == 0 and "--calib does nothing without --int8" in err
+    code, _, err = cli("bench", "run/best.fp32", "--batch", "1", "--duration", 0.02, "--remote-python", "python3.11",
+                       "-o", tmp_path / "b.json")
+    assert code == 0 and "--remote-python does nothing without --target" in err, err
 
 
 @pytest.mark.parametrize("command", ["synth", "convert", "compress"])

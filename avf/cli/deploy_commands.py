@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from avf.cli.options import option
+from avf.cli.options import option, target_of
 from avf.deploy.bench import BATCHES, SCENARIOS, benchmark
 from avf.deploy.check import artifact_inputs, run_check
 from avf.deploy.demo import run_demo
@@ -56,6 +56,7 @@ def profiles_command(
 
 
 def bench_command(
+    ctx: typer.Context,
     target: str = typer.Argument(..., help="An avf-compress artifact directory or a checkpoint (.pt)."),
     backend: str = option(benchmark, "backend", "--backend", help="Artifacts: onnxruntime, onnxruntime-cuda, "
                           "onnxruntime-tensorrt or tensorrt (the engine avf-compress built), torch-tensorrt (its "
@@ -77,7 +78,6 @@ def bench_command(
     from avf.cli.progress import stderr
     from avf.deploy.bench import check_bench_outputs, write_bench
     from avf.errors import InputError
-    from avf.remote.ssh import parse_target
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
@@ -86,7 +86,7 @@ def bench_command(
     if not batches or min(batches) < 1:
         raise InputError(None, f"--batch {batch!r}: batch sizes must be integers >= 1")
     _check_device(device)
-    remote = parse_target(target_device, remote_python)
+    remote = target_of(ctx, target_device, remote_python)
     out_path = check_bench_outputs(out, force, inputs=[target])
     say = lambda line: stderr.print(line, markup=False, highlight=False)  # noqa: E731
     scenarios = [s.strip() for s in scenario.split(",") if s.strip()]
@@ -226,6 +226,7 @@ def manifest_command(
 
 @deploy_app.command("check")
 def check_command(
+    ctx: typer.Context,
     artifact: str = typer.Argument(..., help="An avf-compress artifact directory."),
     data: str = typer.Option(..., "--data", help="Held-out TFRecord file(s)/directory/quoted glob, or a feature store."),
     backend: str = option(run_check, "backend", "--backend", help="The deployed form to score: onnxruntime, "
@@ -249,10 +250,9 @@ def check_command(
     from avf.deploy.predict import count_videos
 
     from avf.remote.device import RemoteDevice
-    from avf.remote.ssh import parse_target
 
     _check_device(device)
-    remote = parse_target(target_device, remote_python)
+    remote = target_of(ctx, target_device, remote_python)
     with count_progress("check", count_videos(data)) as advance:
         record, written = run_check(artifact, data, backend, out, force, batch_size, threads, device, checkpoint,
                                     progress=advance, target=remote and RemoteDevice(remote, say=_say))
@@ -290,6 +290,7 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
 
 @deploy_app.command("build")
 def build_command(
+    ctx: typer.Context,
     artifact: str = typer.Argument(..., help="An avf-compress artifact directory (fp32, fp16 or int8)."),
     timing_cache: str = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read when it exists "
                                      "and written back (default: one per TensorRT version and GPU under $AVF_CACHE)."),
@@ -303,9 +304,8 @@ def build_command(
     """
     from avf.deploy.build import build_engine_here
     from avf.errors import InputError
-    from avf.remote.ssh import parse_target
 
-    remote = parse_target(target_device, remote_python)
+    remote = target_of(ctx, target_device, remote_python)
     if remote is None:
         facts = build_engine_here(artifact, timing_cache)
     else:

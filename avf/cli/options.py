@@ -83,3 +83,15 @@ def from_options(ctx: typer.Context, schema: type[Settings], renamed: dict[str, 
         if value is not None:
             fields[field] = value.value if isinstance(value, Enum) else value
     return validated(schema, flags, **{**fields, **values})
+
+
+def target_of(ctx: typer.Context, target: str, remote_python: str):
+    """The ``--target`` device (an SshTarget), or None for this machine; ``--remote-python`` given for this
+    machine does nothing, and a ``note:`` says so."""
+    from avf.cli.progress import note
+    from avf.remote.ssh import parse_target
+
+    remote = parse_target(target, remote_python)
+    if remote is None and given(ctx, "remote_python"):
+        note("--remote-python does nothing without --target ssh://... (it names the device's interpreter)")
+    return remote

@@ -62,10 +62,11 @@ def tune_command(
                                  help="The device's Python interpreter that has avf installed (with --target ssh://...)."),
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
-    from avf.cli.options import from_options
+    from avf.cli.options import from_options, target_of
     from avf.threads import default_threads
     from avf.tune.run import tune
 
+    target_of(ctx, target, remote_python)  # refuses a malformed target, notes a --remote-python that does nothing
     options = from_options(ctx, TuneOptions, {"eval_data": "eval"},
                            threads=default_threads() if threads is None else threads)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
