@@ -43,17 +43,22 @@ def check_regular_file(path: Path, what: str, error: type[InputError] = InputErr
     """
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        raise error(path, "file not found") from None
-    except PermissionError:
-        raise error(path, "permission denied") from None
     except OSError as exc:
-        raise error(path, f"cannot stat ({exc.strerror or exc})") from None
+        raise _refusal(path, exc, "stat", error) from None
     if stat.S_ISDIR(info.st_mode):
         raise error(path, f"is a directory, expected {what}")
     if not stat.S_ISREG(info.st_mode):
         raise error(path, f"is {_kind(info.st_mode)}, not a regular file")
     return info
+
+
+def _refusal(path: Path, exc: OSError, doing: str, error: type[InputError]) -> InputError:
+    """What a failed stat or open of ``path`` tells the user, as one error."""
+    if isinstance(exc, FileNotFoundError):
+        return error(path, "file not found")
+    if isinstance(exc, PermissionError):
+        return error(path, "permission denied")
+    return error(path, f"cannot {doing} ({exc.strerror or exc})")
 
 
 def open_regular(path: Path, what: str, error: type[InputError] = InputError, buffering: int = -1):
@@ -65,12 +70,8 @@ def open_regular(path: Path, what: str, error: type[InputError] = InputError, bu
     check_regular_file(path, what, error)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise error(path, "file not found") from None
-    except PermissionError:
-        raise error(path, "permission denied") from None
     except OSError as exc:
-        raise error(path, f"cannot open ({exc.strerror or exc})") from None
+        raise _refusal(path, exc, "open", error) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

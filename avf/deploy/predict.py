@@ -22,13 +22,22 @@ from avf.deploy.target import load_target
 from avf.errors import InputError
 
 
-def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+def open_store(data: str | Path) -> FeatureStore | None:
+    """The video-level feature store ``data`` names, opened (and so checked whole) once; None for TFRecords."""
     path = Path(str(data))
-    if is_store(path):
-        store = FeatureStore(path)
-        if store.level != "video":
-            raise InputError(path, f"is a {store.level}-level feature store; predict reads video-level features "
-                                   "(convert video-level TFRecords, or pass the TFRecords themselves)")
+    if not is_store(path):
+        return None
+    store = FeatureStore(path)
+    if store.level != "video":
+        raise InputError(path, f"is a {store.level}-level feature store; predict reads video-level features "
+                               "(convert video-level TFRecords, or pass the TFRecords themselves)")
+    return store
+
+
+def iter_inputs(data: str | Path, num_classes: int, batch_size: int,
+                store: FeatureStore | None = None) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(ids, rgb, audio) batches of ``data``: the opened ``store`` when it is one, else its TFRecords."""
+    if store is not None:
         for start in range(0, len(store), batch_size):
             indices = np.arange(start, min(start + batch_size, len(store)))
             rgb, audio, _ = store.batch(indices)
@@ -38,19 +47,20 @@ def iter_inputs(data: str | Path, num_classes: int, batch_size: int) -> Iterator
         yield batch.ids, batch.rgb, batch.audio
 
 
-def data_vocabulary_sha256(data: str | Path) -> str | None:
+def data_vocabulary_sha256(data: str | Path, store: FeatureStore | None = None) -> str | None:
     """The sha256 of the vocabulary.csv the data was labelled with: a store records it, TFRecords have it beside them."""
-    path = Path(str(data))
-    if is_store(path):  # its manifest only: the store is opened (and checked whole) once, when it is read
-        return (read_manifest(path)[0].get("vocabulary") or {}).get("sha256")
+    if store is not None:
+        return (store.manifest.get("vocabulary") or {}).get("sha256")
     vocab = find_vocabulary(expand_sources(data))
     return vocab.sha256 if vocab else None
 
 
 def count_videos(data: str | Path) -> int | None:
+    """The video count a progress bar runs to: a store's manifest says it (the store itself is opened, and
+    checked whole, once, when it is read); TFRecords: unknown until read."""
     path = Path(str(data))
     if is_store(path):
-        return len(FeatureStore(path))
+        return read_manifest(path)[1].videos
     return None
 
 
@@ -64,7 +74,8 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
         raise InputError(vocabulary, "is a directory; --vocab is a vocabulary.csv file")
     run, facts = load_target(Path(target), threads=threads)
     num_classes = facts["num_classes"]
-    model_vocabulary, data_vocabulary = facts["vocabulary_sha256"], data_vocabulary_sha256(data)
+    store = open_store(data)  # a damaged store is refused here, before anything is compared or written
+    model_vocabulary, data_vocabulary = facts["vocabulary_sha256"], data_vocabulary_sha256(data, store)
     check_same_vocabulary(model_vocabulary, target, data_vocabulary, data)
     names = None
     if vocabulary is not None:
@@ -80,7 +91,7 @@ def predict(target: str | Path, data: str | Path, out: str | Path, top_k: int = 
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["VideoId", "LabelConfidencePairs"] + (["LabelNames"] if names else []))
-            for ids, rgb, audio in iter_inputs(data, num_classes, batch_size):
+            for ids, rgb, audio in iter_inputs(data, num_classes, batch_size, store):
                 probabilities = run(rgb, audio)
                 if not np.isfinite(probabilities).all():
                     raise InputError(target, f"the model gave NaN/inf scores for video {ids[0]!r} and others; "

@@ -18,9 +18,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
+
+from avf.atomic import atomic_directory, atomic_file
+from avf.errors import InputError
 
 CACHE_VARIABLE = "AVF_CACHE_DIR"
 #: Exit status when the workstation went away mid-command.
@@ -96,19 +98,14 @@ def receive(sha: str) -> dict:
     blobs.mkdir(parents=True, exist_ok=True)
     final = blobs / sha
     digest, size = hashlib.sha256(), 0
-    fd, name = tempfile.mkstemp(prefix=f".{sha}.", suffix=".tmp", dir=blobs)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while block := sys.stdin.buffer.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-                size += len(block)
+    with atomic_file(final) as tmp, open(tmp, "wb") as out:  # renamed into place only if the hash matches
+        while block := sys.stdin.buffer.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+            size += len(block)
         if digest.hexdigest() != sha:
             raise AgentError(f"received {size} bytes whose sha256 is {digest.hexdigest()[:16]}..., not "
                              f"{sha[:16]}...: the transfer was cut or corrupted; nothing was stored")
-        os.replace(name, final)
-    finally:
-        Path(name).unlink(missing_ok=True)
     return {"stored": sha, "bytes": size}
 
 
@@ -124,24 +121,19 @@ def assemble(entries: list[str]) -> dict:
     final = cache_dir() / "folders" / key
     if final.is_dir():
         return {"path": str(final)}
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=final.parent))
     try:
-        for name, sha in files.items():
-            blob = cache_dir() / "blobs" / sha
-            if not blob.is_file():
-                raise AgentError(f"{name}: blob {sha[:16]}... was not sent")
-            try:
-                os.link(blob, tmp / name)
-            except OSError:
-                shutil.copyfile(blob, tmp / name)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another run assembled the same folder meanwhile
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(final, what="cached folder") as tmp:
+            for name, sha in files.items():
+                blob = cache_dir() / "blobs" / sha
+                if not blob.is_file():
+                    raise AgentError(f"{name}: blob {sha[:16]}... was not sent")
+                try:
+                    os.link(blob, tmp / name)
+                except OSError:
+                    shutil.copyfile(blob, tmp / name)
+    except InputError:  # another run assembled the same folder meanwhile
+        if not final.is_dir():
+            raise
     return {"path": str(final)}
 
 
@@ -239,10 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     command, args = argv[0], argv[1:]
     if command != "receive":
         _watch_stdin()
-    try:
-        from avf.errors import InputError
-    except ImportError:  # pragma: no cover - avf is what runs this
-        InputError = AgentError  # noqa: N806
     try:
         result = COMMANDS[command](args)
     except (AgentError, InputError) as exc:

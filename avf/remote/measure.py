@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avf.data.vocabulary import file_sha256
 from avf.documents import validate
 from avf.errors import InputError
 from avf.remote.device import RemoteDevice
@@ -23,12 +24,12 @@ def send_target(device: RemoteDevice, target: Path) -> str:
         from avf.compress.report import REPORT_FILE
         from avf.deploy.artifact import open_artifact
 
-        report = open_artifact(target, deploying=False)
-        return device.send_folder(target, [REPORT_FILE, *report.files])
+        report = open_artifact(target, deploying=False)  # has just hashed every listed file against the report
+        files = {name: (target / name, record.sha256) for name, record in report.files.items()}
+        files[REPORT_FILE] = (target / REPORT_FILE, file_sha256(target / REPORT_FILE))
+        return device.send_files(files)
     if not target.is_file():
         raise InputError(target, "no such checkpoint or artifact")
-    from avf.data.vocabulary import file_sha256
-
     name = target.name if target.suffix == ".pt" and target.name.replace(".", "").replace("_", "").replace(
         "-", "").isalnum() else _CHECKPOINT_NAME
     folder = device.send_files({name: (target, file_sha256(target))})
@@ -68,7 +69,7 @@ def send_data(device: RemoteDevice, data: str | Path) -> str:
     on the device, in the same form (a store folder, or a folder of shards)."""
     from avf.data.feature_store import is_store
     from avf.data.sources import expand_sources
-    from avf.data.vocabulary import file_sha256, find_vocabulary
+    from avf.data.vocabulary import find_vocabulary
 
     if is_store(data):
         folder = Path(data)
