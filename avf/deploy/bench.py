@@ -3,7 +3,9 @@
 Scenarios follow MLPerf inference: ``single-stream`` (one request at a time, latency
 percentiles after warm-up) and ``offline`` (throughput at each batch size). Memory is the
 process's resident set (and device memory from NVML on NVIDIA GPUs); energy comes from a real
-counter (see :mod:`avf.deploy.power`) or is reported as not available with the reason.
+counter (see :mod:`avf.deploy.power`) or is reported as not available with the reason. Beside
+each p50 the record puts the floor (the weights read once at the measured memory bandwidth) and the
+regime the p50 is in, and the conditions name the ISA and caches (:mod:`avf.deploy.machine`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from avf.atomic import atomic_file, atomic_write_text, check_output
+from avf.deploy import machine
 from avf.deploy.power import energy_meter, measure_with_energy, nvml_handle
 from avf.deploy.target import BACKENDS, load_target
 from avf.errors import InputError
@@ -97,7 +100,48 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
                         "method": "Linux /proc/self/status VmRSS around loading; peak from getrusage ru_maxrss "
                                   "(whole process, includes the Python runtime)",
                         "device": _device_memory(device, device_before)}
+    result["floor"] = _floor(target, run, facts, device, threads, result)  # after the memory figures: its copy
     return result
+
+
+def _floor(target: Path, runner, facts: dict, device: str, threads: int, result: dict) -> dict:
+    """The floor of every measured p50. Measured last, so its copy disturbs no timed run and no memory figure
+    (the process peak of a later bench in this process includes it: ``model_rss_mib`` is unaffected)."""
+    rows = []
+    if "single-stream" in result["scenarios"]:
+        rows.append({"scenario": "single-stream", "batch": 1, "p50_ms": result["scenarios"]["single-stream"]["p50_ms"]})
+    rows += [{"scenario": "offline", "batch": row["batch"], "p50_ms": row["batch_latency"]["p50_ms"]}
+             for row in result["scenarios"].get("offline", [])]
+    if device == "cuda":
+        bandwidth = machine.cuda_bandwidth()
+        cache = ("GPU L2", bandwidth["l2_bytes"])
+    else:
+        bandwidth = machine.cpu_bandwidth(threads)
+        cache = machine.last_level(machine.cpu_caches())
+    return machine.floor(weights_read(target, runner, facts), bandwidth, cache, rows)
+
+
+def weights_read(target: Path, runner, facts: dict) -> dict:
+    """What the runner reads per call, {bytes, method}: an ONNX file's initializers (the file it runs), an
+    engine's file size (a proxy: it also holds kernels), or a checkpoint's tensors at the run precision."""
+    if facts["kind"] == "checkpoint":
+        from avf.train.checkpoint import load_checkpoint
+
+        size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(facts["precision"], 4)
+        tensors = [t for t in load_checkpoint(target)["state_dict"].values() if hasattr(t, "numel")]
+        return {"bytes": sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in tensors),
+                "method": f"checkpoint parameters and buffers at {facts['precision']}"}
+    path = getattr(runner, "path", None) or (facts.get("package") and target / facts["package"])  # (torch-aot)
+    if not path:  # Torch-TensorRT: its program is compiled from model.onnx's weights
+        path, also = target / "model.onnx", " (the runner's own file is not known)"
+    else:
+        path, also = Path(path), ""
+    if path.suffix == ".onnx":
+        try:
+            return {"bytes": machine.onnx_weight_bytes(path), "method": f"ONNX initializers of {path.name}{also}"}
+        except ImportError:  # onnx not installed here: the file's size stands in
+            pass
+    return {"bytes": path.stat().st_size, "method": f"file size of {path.name} (a proxy: also holds graph and kernels)"}
 
 
 def _energy(meter, joules: float | None, inferences: int) -> dict:
@@ -141,7 +185,9 @@ def _device_memory(device: str, used_before_load_mib: float | None) -> dict:
 def conditions(threads: int, device: str) -> dict:
     facts = {"machine": platform.machine(), "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
              "python": platform.python_version(), "os": platform.platform(), "device": device,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             # INT8/BF16 speed-ups depend on these (44.5x without VNNI, ~130x with); the floor on the caches
+             "isa": machine.isa_facts(), "caches": dict(machine.cpu_caches())}
     for module in ("torch", "onnxruntime", "onnx", "tensorrt"):
         try:
             facts[module] = __import__(module).__version__

@@ -3,6 +3,7 @@
 ``avf-deploy plan --bench`` and ``avf-deploy manifest --bench`` both read a bench through
 :func:`read_bench` and check it with :func:`check_bench_of`, so a hand-edited file (wrong types,
 missing keys, a negative or infinite latency) or a bench of another model is refused the same way.
+Fields added later (``floor``) are optional, so benches recorded before them still read.
 """
 
 from __future__ import annotations
@@ -68,6 +69,31 @@ class _Facts(_Record):
     onnx_sha256: str | None = None
 
 
+Regime = Literal["cache-resident", "bandwidth-bound", "launch-bound"]  # avf.deploy.machine.REGIMES
+
+
+class _FloorRow(_Record):
+    scenario: Literal["single-stream", "offline"]
+    batch: int = Field(ge=1)
+    p50_ms: float = Field(ge=0)
+    over_floor: float | None = Field(None, ge=0)
+    regime: Regime | None = None
+
+
+class _Floor(_Record):
+    """The weights read once at the memory bandwidth, and the regime each p50 is in (:mod:`avf.deploy.machine`)."""
+
+    weights_bytes: int = Field(ge=0)
+    weights_method: str
+    bandwidth_gbs: float | None = Field(None, gt=0)  # None: not measured (the method says why)
+    bandwidth_source: Literal["measured", "not measured"]
+    bandwidth_method: str
+    floor_ms: float | None = Field(None, ge=0)
+    cache_bytes: int | None = Field(None, ge=0)
+    regime: Regime | None = None
+    rows: list[_FloorRow] = []
+
+
 class BenchRecord(_Record):
     format: Literal["avf-bench"]
     target: str
@@ -75,6 +101,7 @@ class BenchRecord(_Record):
     scenarios: _Scenarios
     memory: _Memory
     conditions: dict
+    floor: _Floor | None = None  # absent in benches recorded before it
 
 
 def read_bench(path: str | Path) -> dict:

@@ -51,6 +51,7 @@ def predict_on_profile(report: ArtifactReport, profile: DeviceProfile, batches: 
                        f"{memory_mib:.0f} MiB <= {profile.budgets.memory_mib:g} MiB")
     reasons += [f"note: {note}" for note in notes]  # printed by avf-deploy plan with the verdict
     return {"profile": profile.name, "precision": precision, "compute_precision": compute, "weight_bytes": weight_bytes,
+            "floor": {"floor_ms": weight_bytes / (profile.memory_bandwidth_gbs * 1e9) * 1e3, "bandwidth_source": "profile figure"},
             "parameters": params, "batches": rows, "latency_ms": latency, "memory_mib": memory_mib,
             "energy_mj_per_inference": energy_mj, "fits": fits, "reasons": reasons,
             # Plain notes about the profile (also in reasons as "note: ...", which avf-deploy plan prints).
