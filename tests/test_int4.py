@@ -55,3 +55,20 @@ def test_compress_int4_artifact_runs_and_is_gated(tiny_run, tmp_path):
     assert not report["tensorrt_compatible"] and "MatMulNBits" in " ".join(report["tensorrt_check"]["problems"])
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert "MatMulNBits" in ops and "Gemm" not in ops
+
+
+def test_compress_int4_block_and_accuracy_level_reach_the_graph_and_the_report(tiny_run, tmp_path):
+    """--int4-block / --int4-accuracy-level: every MatMulNBits node carries them, the report's precision stage
+    records them and its method states them; the default build records 32 and 4."""
+    from cli_harness import cli
+
+    for out, flags, block, level in ((tmp_path / "b128", ["--int4-block", 128, "--int4-accuracy-level", 1], 128, 1),
+                                     (tmp_path / "default", [], 32, 4)):
+        code, _, err = cli("compress", tiny_run / "run" / "last.pt", "--int4", *flags, "--min-retention", 0, "-o", out)
+        assert code == 0, err
+        nodes = [n for n in onnx.load(str(out / "model.onnx")).graph.node if n.op_type == "MatMulNBits"]
+        assert nodes and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}.items()
+                             >= {"block_size": block, "accuracy_level": level}.items() for n in nodes)
+        stage = json.loads((out / "report.json").read_text())["stages"][-1]
+        assert (stage["block_size"], stage["accuracy_level"]) == (block, level)
+        assert f"blocks of {block}, accuracy_level {level}" in stage["method"]

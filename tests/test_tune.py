@@ -58,7 +58,26 @@ def test_small_search_measured_on_this_cpu(trained, tmp_path, capsys):
     assert {r["precision"] for r in records} == {"fp32", "int8", "int8-dynamic", "int4"}  # x86-cpu: no fp16
     assert "fp16" in state["space"]["not_searched"]
     # Bisection, not the grid: at most log2 probes per precision plus the edge variants and the front's fill.
-    assert len(records) < 4 * 3 + 4
+    variants = [r for r in records if "int4_block" in r and (r["int4_block"], r["int4_accuracy_level"]) != (32, 4)]
+    assert len(records) - len(variants) < 4 * 3 + 4 and len(variants) <= 3 + 4
+    # int4's block size and accuracy level are searched at its edge (x86-cpu is a CPU profile), each row stopping
+    # at the first block that fails, its retention per block recorded.
+    rows = state["strategy"]["int4_blocks"]
+    assert rows and "int4_blocks" in state["space"] and "GAP retention by block size 32: " in stdout
+    by_id = {r["id"]: r for r in records}
+    for row in rows:
+        built = [int(block) for block in row["retention"]]
+        assert built == [32, 64, 128, 256][:len(built)]
+        for block in built:
+            suffix = (f"-b{block}" if block != 32 else "") + ("-l1" if row["accuracy_level"] == 1 else "")
+            record = by_id[f"r{round(row['ratio'] * 100):02d}-int4{suffix}"]
+            assert record["retention"] == row["retention"][str(block)]
+            assert (record["int4_block"], record["int4_accuracy_level"]) == (block, row["accuracy_level"])
+            stage = json.loads((out / record["artifact"] / "report.json").read_text())["stages"][-1]
+            assert (stage["block_size"], stage["accuracy_level"]) == (block, row["accuracy_level"])
+        passing = [b for b in built if row["retention"][str(b)] >= 0.99]
+        assert passing == built[:len(passing)] and len(built) - len(passing) <= 1  # stops at the first failure
+        assert row["largest_passing_block"] == (passing[-1] if passing else None)
     # The fast end of the front is filled in: INT8 from FP32's first failing ratio (or the grid's end) on.
     fill = state["strategy"]["front_fill"]
     by_id = {r["id"]: r for r in records}
@@ -433,3 +452,40 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tiny, t
     finally:
         first.terminate()
         first.wait(timeout=120)
+
+
+# ----------------------------------------------------------------------------- int4 block size and accuracy level
+
+
+def test_int4_blocks_grow_until_one_fails_and_each_loss_is_recorded(monkeypatch):
+    """At int4's largest passing ratio the blocks grow at accuracy level 4 until one fails retention; at its first
+    failing ratio accuracy level 1 gets a chance; the ids stay those of earlier searches for the defaults."""
+    from types import SimpleNamespace
+
+    from avf.tune import search as searching
+    from avf.tune.space import Setting
+
+    # Retention falls with the ratio and the block; level 1 (float32 arithmetic) keeps 0.012 more.
+    def retention(s):
+        return 1.0 - s.ratio / 10 - {32: 0.0, 64: 0.001, 128: 0.004, 256: 0.02}[s.int4_block] \
+            + (0.012 if s.int4_accuracy_level == 1 else 0.0)
+
+    built = []
+    monkeypatch.setattr(searching, "evaluate", lambda ctx, s: built.append(s.id) or {"retention": retention(s)})
+    ctx = SimpleNamespace(options=SimpleNamespace(min_retention=0.97))
+    summary = {"boundaries": {}}
+    grid = [0.0, 0.2, 0.4, 0.6]  # block 32 at level 4 passes up to 0.2 (0.98) and fails at 0.4 (0.96)
+    searching._int4_blocks(ctx, grid, 1, 2, 4, summary)
+    assert built == ["r20-int4", "r20-int4-b64", "r20-int4-b128", "r20-int4-b256",  # 256 fails: the row stops
+                     "r40-int4-l1", "r40-int4-b64-l1", "r40-int4-b128-l1"]  # b128 at level 1 fails
+    first, second = summary["int4_blocks"]
+    assert first["accuracy_level"] == 4 and first["largest_passing_block"] == 128
+    assert first["retention"]["256"] == pytest.approx(0.96)
+    assert second["accuracy_level"] == 1 and second["ratio"] == 0.4 and second["largest_passing_block"] == 64
+    assert summary["boundaries"]["int4 (accuracy level 1)"] == {"largest_passing_ratio": 0.4}
+    assert Setting(0.2, "int4").id == Setting(0.2, "int4", int4_block=32, int4_accuracy_level=4).id == "r20-int4"
+    # FP32 fails at 0.4 too (upper = 2): no level-1 row; int4 fails at 0 (low = -1): no block row.
+    built.clear()
+    summary = {"boundaries": {}}
+    searching._int4_blocks(ctx, grid, -1, 0, 0, summary)
+    assert built == [] and summary["int4_blocks"] == []

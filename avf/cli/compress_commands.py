@@ -64,10 +64,15 @@ def compress_command(
     calib: str = _option("calib", "--calib", help="INT8 calibration data (default: the checkpoint's training data)."),
     calib_method: str = _option("calib_method", "--calib-method", help="entropy, percentile (99.999) or minmax."),
     calib_size: int = _option("calib_size", "--calib-size", min=1, help="Calibration videos (a seeded random sample)."),
+    int4_block: int = _option("int4_block", "--int4-block"),
+    int4_accuracy_level: int = _option("int4_accuracy_level", "--int4-accuracy-level"),
     eval_data: str = _option("eval", "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
     eval_size: int = _option("eval_size", "--eval-size", min=1, help="Evaluate on the first N videos only."),
     min_retention: float = _option("min_retention", "--min-retention", help="Reject below this fraction of the reference GAP."),
-    backend: str = _option("backend", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan) or torch-tensorrt (model.ep)."),
+    backend: str = _option("backend", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan), "
+                           "torch-tensorrt (model.ep) or torch-aot (torch.export + AOTInductor -> model.pt2)."),
+    device: str = _option("device", "--device", help="torch-aot: the device model.pt2 is compiled for and gated on "
+                          "(auto: cuda where PyTorch sees a GPU, else cpu)."),
     seed: int = _option("seed", "--seed", min=0),
     **precision_flags: bool,
 ) -> None:
@@ -92,8 +97,9 @@ def compress_command(
     options = validated(
         CompressOptions, {"eval": "--eval"}, checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune,
         finetune_epochs=finetune_epochs, train=train, precision=precision, calib=calib,
-        calib_method=calib_method, calib_size=calib_size, eval=eval_data, eval_size=eval_size,
-        min_retention=min_retention, backend=backend, seed=seed)
+        calib_method=calib_method, calib_size=calib_size, int4_block=int4_block,
+        int4_accuracy_level=int4_accuracy_level, eval=eval_data, eval_size=eval_size,
+        min_retention=min_retention, backend=backend, device=device, seed=seed)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     try:
         report = compress(options, say=say, progress=count_progress)

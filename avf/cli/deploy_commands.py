@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -102,20 +103,39 @@ def bench_command(
                           precision=precision, cuda_graphs=cuda_graphs)
     write_bench(result, out_path)
     table = Table(title=escape(f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})"))
-    for column in ("scenario", "batch", "p50 ms", "p99 ms", "samples/s", "energy"):
-        table.add_column(column, justify="left" if column in ("scenario", "energy") else "right")
+    for column in ("scenario", "batch", "p50 ms", "floor ms", "regime", "p99 ms", "samples/s", "energy"):
+        table.add_column(column, justify="left" if column in ("scenario", "regime", "energy") else "right")
+    floor = result.get("floor")  # a device with an older avf records none
+    regimes = {(row["scenario"], row["batch"]): row for row in (floor or {}).get("rows", [])}
+    floor_ms = "not recorded" if not floor else "not measured" if floor["floor_ms"] is None else f"{floor['floor_ms']:.4f}"
+
+    def regime(scenario, batch):
+        row = regimes.get((scenario, batch))
+        if row is None:
+            return "not recorded"
+        ratio = f" ({row['over_floor']:.1f}x)" if row["over_floor"] is not None else ""
+        return f"{row['regime'] or 'unknown'}{ratio}"
+
     single = result["scenarios"].get("single-stream")
     if single:
         energy = single["energy"]
-        table.add_row("single-stream", "1", f"{single['p50_ms']:.3f}", f"{single['p99_ms']:.3f}",
-                      f"{1e3 / single['mean_ms']:.0f}",
+        table.add_row("single-stream", "1", f"{single['p50_ms']:.3f}", floor_ms, regime("single-stream", 1),
+                      f"{single['p99_ms']:.3f}", f"{1e3 / single['mean_ms']:.0f}",
                       f"{energy['millijoules_per_inference']:.3f} mJ/inf" if energy["measured"] else "not measured")
     for row in result["scenarios"].get("offline", []):
         energy = row["energy"]
-        table.add_row("offline", str(row["batch"]), f"{row['batch_latency']['p50_ms']:.3f}",
-                      f"{row['batch_latency']['p99_ms']:.3f}", f"{row['samples_per_s']:,.0f}",
+        table.add_row("offline", str(row["batch"]), f"{row['batch_latency']['p50_ms']:.3f}", floor_ms,
+                      regime("offline", row["batch"]), f"{row['batch_latency']['p99_ms']:.3f}",
+                      f"{row['samples_per_s']:,.0f}",
                       f"{energy['millijoules_per_inference']:.3f} mJ/inf" if energy["measured"] else "not measured")
-    stdout.print(table)
+    Console(width=max(stdout.width, 130)).print(table)  # eight columns: wrapping them helps nobody
+    if floor:
+        bandwidth = "not measured" if floor["bandwidth_gbs"] is None else f"{floor['bandwidth_gbs']:.1f} GB/s"
+        isa = result["conditions"].get("isa", {})
+        stdout.print(f"floor: {floor['weights_bytes'] / 2**20:.2f} MiB of weights ({floor['weights_method']}) at "
+                     f"{bandwidth} ({floor['bandwidth_method']}) = {floor_ms} ms; regime: {floor['regime']}: "
+                     f"{floor['says']}; INT8 dot product: {isa.get('int8_dot', 'unknown')}", markup=False,
+                     soft_wrap=True)
     reasons = {row["energy"].get("reason") for row in [single or {"energy": {}}, *result["scenarios"].get("offline", [])]}
     for reason in sorted(r for r in reasons if r):
         stdout.print(f"energy: {reason}", markup=False)
@@ -288,24 +308,46 @@ def verify_command(manifest: str = typer.Argument(..., help="manifest.json writt
     stdout.print(f"{manifest}: every file matches its sha256", markup=False)
 
 
+BuildBackend = Enum("BuildBackend", {"tensorrt": "tensorrt", "torch-aot": "torch-aot"}, type=str)
+BuildDevice = Enum("BuildDevice", {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, type=str)
+
+
 @deploy_app.command("build")
 def build_command(
     ctx: typer.Context,
     artifact: str = typer.Argument(..., help="An avf-compress artifact directory (fp32, fp16 or int8)."),
+    backend: BuildBackend = typer.Option("tensorrt", "--backend",
+                                help="tensorrt: model.plan from model.onnx; torch-aot: model.pt2 (AOTInductor) from "
+                                     "model.pt, for this machine's --device."),
+    device: BuildDevice = typer.Option("auto", "--device",
+                               help="torch-aot: the device the package is compiled for (auto: cuda where present)."),
     timing_cache: str = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read when it exists "
                                      "and written back (default: one per TensorRT version and GPU under $AVF_CACHE)."),
     target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
     remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
 ) -> None:
-    """Build model.plan (TensorRT) on the GPU it will run on from the artifact's model.onnx; record it in report.json.
+    """Build model.plan (TensorRT) on the GPU it will run on from the artifact's model.onnx, or model.pt2
+    (--backend torch-aot) for this machine from its model.pt; record it in report.json.
 
     With --target the engine is built on the device, in its copy of the artifact (engines are tied to their GPU
     and TensorRT version), where `avf-bench`/`avf-deploy check --backend tensorrt --target` run it.
     """
-    from avf.deploy.build import build_engine_here
+    from avf.deploy.build import build_engine_here, build_package_here
     from avf.errors import InputError
 
     remote = target_of(ctx, target_device, remote_python)
+    backend, device = str(getattr(backend, "value", backend)), str(getattr(device, "value", device))
+    if backend == "torch-aot":
+        if remote is not None or timing_cache:
+            raise InputError(None, "--backend torch-aot builds here only (run avf-deploy build on the device), and "
+                                   "has no timing cache")
+        facts = build_package_here(artifact, device)
+        stdout.print(f"{artifact}/{facts['file']}: {facts['precision']} for {facts['device']} ({facts['device_name']}), "
+                     f"torch {facts['torch']}, {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}..., compiled in "
+                     f"{facts['compile_seconds']:.1f} s", markup=False, soft_wrap=True)
+        return
+    if device != "auto":
+        raise InputError(None, "--device applies to --backend torch-aot only (a TensorRT engine is built for the GPU)")
     if remote is None:
         facts = build_engine_here(artifact, timing_cache)
     else:

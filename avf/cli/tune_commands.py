@@ -129,6 +129,10 @@ def _print(state: dict, options) -> None:
             table.add_row(escape(rid), f"{r['retention']:.4f}", f"{c['latency_p50_ms']:.4g}", f"{c['latency_p99_ms']:.4g}",
                           f"{c['size_bytes'] / 1e6:.2f}", "yes" if r["meets"] else escape("; ".join(r["rejected_because"])))
         stdout.print(table)
+    for row in state["strategy"].get("int4_blocks", []):  # what each MatMulNBits block size loses
+        kept = ", ".join(f"{block}: {'n/a' if r is None else f'{r:.4f}'}" for block, r in row["retention"].items())
+        stdout.print(Text(f"int4 at ratio {row['ratio']:g}, accuracy level {row['accuracy_level']}: GAP retention by "
+                          f"block size {kept}"), soft_wrap=True)
     for note in state.get("notes", []):
         stderr.print(Text("note: " + note, style="yellow"), soft_wrap=True)
     chosen = state["chosen"]

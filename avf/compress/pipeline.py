@@ -32,7 +32,8 @@ from avf.compress.prune import check_ratio_honoured, distill, hidden_widths, pru
 from avf.compress.quantize import BuildInputs, shipped_models
 from avf.compress.report import (CPU_MODEL_FILE, ENGINE_FILE, FORMAT, IO, MODEL_FILE, REPORT_FILE, ArtifactReport,
                                  CheckpointRecord, CpuModel, FileRecord, FoldStage, ModelRecord, PrecisionStage,
-                                 PruneStage, Retention, TensorRTBuild, TensorRTCheck, is_artifact, write_report)
+                                 PruneStage, Retention, TensorRTBuild, TensorRTCheck, TorchAotBuild, is_artifact,
+                                 write_report)
 from avf.compress.retention import compare_on_data, gate
 from avf.compress.runtime import OnnxModel
 from avf.compress.tensorrt_check import check_tensorrt_compatibility
@@ -115,10 +116,13 @@ def compress(options: CompressOptions, say: Callable[[str], None] = lambda line:
         check = _check_tensorrt(shipped.model, say)
         tensorrt = _compile(job, model, tmp, check, say)
         cpu_model = _cpu_model(job, tmp, shipped, say)
-        retention, accepted, reason = _score(job, tmp / (CPU_MODEL_FILE if cpu_model else MODEL_FILE), say, progress)
+        package = _torch_aot(job, model, tmp, say) if options.backend == "torch-aot" else None
+        retention, accepted, reason = _score(job, _deployed_form(job, tmp, cpu_model, package), say, progress)
         report = _report(job, stages, check, tensorrt, _files(tmp), params, retention, accepted, reason)
         if cpu_model is not None:
             report.cpu_model = cpu_model
+        if package is not None:
+            report.torch_aot = package
         write_report(report, tmp)
     if not report.accepted:
         raise CompressionRejected(final, report)
@@ -140,11 +144,29 @@ def _load(options: CompressOptions) -> _Job:
         raise InputError(options.checkpoint, f"--backend tensorrt: engine not built: {reason}")
     if options.backend == "torch-tensorrt" and (reason := torch_tensorrt_unavailable()):
         raise InputError(options.checkpoint, f"--backend torch-tensorrt: not compiled: {reason}")
+    if not precision.built_by(options.backend):
+        raise InputError(None, f"--{precision.name} is built by --backend {' or '.join(precision.backends)} only, "
+                               f"not {options.backend}")
+    if options.backend == "torch-aot":
+        from avf.compress import torch_aot
+
+        if options.precision not in torch_aot.PRECISIONS:
+            raise InputError(None, f"--backend torch-aot compiles {', '.join(torch_aot.PRECISIONS)}, not "
+                                   f"{options.precision} (static INT8 and INT4 are ONNX formats: ONNX Runtime or TensorRT)")
+        device = torch_aot.resolve_device(options.device)
+        if reason := torch_aot.unavailable_reason(device):
+            raise InputError(options.checkpoint, f"--backend torch-aot ({device}): not compiled: {reason}")
+    elif options.device != "auto":
+        raise InputError(None, "--device applies to --backend torch-aot only (the other backends' artifacts are "
+                               "ONNX models, device-independent)")
     if options.backend == "torch-tensorrt" and precision.cpu_only:
         raise InputError(None, "--backend torch-tensorrt builds fp32, fp16 or int8; weights-only INT8 is an ONNX "
                                "Runtime CPU format")
     if options.keep_float and not precision.calibrates:
         raise InputError(None, f"keep_float (layers kept in float) applies to {' and '.join(calibrating())} only")
+    for field, flag in (("int4_block", "--int4-block"), ("int4_accuracy_level", "--int4-accuracy-level")):
+        if getattr(options, field) is not None and options.precision != "int4":
+            raise InputError(None, f"{flag} ({field}) applies to --int4 only, not {options.precision}")
     settings = payload.get("settings") or {}
     eval_data = _data(options.eval or _recorded(settings.get("val")), payload, reference, "evaluation",
                       options.checkpoint)
@@ -223,9 +245,10 @@ def _precision(job: _Job, onnx_model, tmp: Path):
     options = job.options
     precision = precision_named(options.precision)
     stage: dict = {"stage": "precision", "precision": precision.name}
-    if precision.method:
-        stage["method"] = precision.method
     inputs: dict = {}
+    if precision.name == "int4":
+        inputs = options.int4_parameters()
+        stage.update(inputs)
     if precision.calibrates:
         rows = _calibration_rows(options, job.calib_data)
         inputs = {"calibration": _batches(job.calib_data, rows), "calib_method": options.calib_method,
@@ -235,7 +258,10 @@ def _precision(job: _Job, onnx_model, tmp: Path):
         if options.keep_float:
             stage["kept_float"] = list(options.keep_float)
     with tempfile.TemporaryDirectory(dir=tmp, prefix=".quantize.") as workdir:
-        built = precision.build(onnx_model, BuildInputs(Path(workdir), **inputs))
+        build_inputs = BuildInputs(Path(workdir), **inputs)
+        built = precision.build(onnx_model, build_inputs)
+    if precision.method:
+        stage["method"] = precision.method(build_inputs) if callable(precision.method) else precision.method
     return built, PrecisionStage(**stage)
 
 
@@ -288,19 +314,50 @@ def _compile(job: _Job, model: nn.Module, tmp: Path, check: TensorRTCheck, say) 
     return TensorRTBuild.model_validate(_tensorrt(options, tmp / MODEL_FILE, tmp, say, check))
 
 
-def _score(job: _Job, artifact: Path, say, progress) -> tuple[Retention | None, bool, str]:
-    """The retention gate: the FP32 PyTorch reference against the artifact in ONNX Runtime; (retention, accepted, reason)."""
+def _torch_aot(job: _Job, model: nn.Module, tmp: Path, say) -> TorchAotBuild:
+    """model.pt (the compressed model as weights) and model.pt2 (it compiled by AOTInductor for the device)."""
+    from avf.compress import torch_aot
+
+    options = job.options
+    device = torch_aot.resolve_device(options.device)
+    torch.save(torch_aot.weights_payload(model, job.config, job.payload["num_classes"], options.fold,
+                                         options.precision),
+               tmp / torch_aot.WEIGHTS_FILE)
+    say(f"torch-aot: torch.export + AOTInductor, {options.precision} on {device} (compiling: tens of seconds)")
+    facts = torch_aot.compile_package(model, tmp / torch_aot.PROGRAM_FILE, options.precision, device,
+                                      job.config["rgb_dim"], job.config["audio_dim"], source=options.checkpoint)
+    say(f"  {facts['file']}: {facts['bytes']:,} bytes, compiled in {facts['compile_seconds']:.1f} s "
+        f"for {facts['device_name']}")
+    return TorchAotBuild.model_validate({**facts, "weights": torch_aot.WEIGHTS_FILE})
+
+
+def _deployed_form(job: _Job, tmp: Path, cpu_model: CpuModel | None, package: TorchAotBuild | None):
+    """(what the gate runs, its description): the compiled package for torch-aot, else the ONNX file ONNX Runtime's
+    CPU provider runs."""
+    if package is not None:
+        from avf.runtime.torch_aot_program import TorchAotRunner
+
+        config = job.config
+        runner = TorchAotRunner(tmp / package.file, package.device, {"rgb": config["rgb_dim"], "audio": config["audio_dim"]},
+                                job.payload["num_classes"], package.precision, model=config["name"])
+        return runner, f"torch-aot {package.file} on {package.device} ({package.device_name})"
+    name = CPU_MODEL_FILE if cpu_model else MODEL_FILE
+    return OnnxModel(tmp / name), f"onnxruntime CPUExecutionProvider ({name})"
+
+
+def _score(job: _Job, deployed, say, progress) -> tuple[Retention | None, bool, str]:
+    """The retention gate: the FP32 PyTorch reference against the deployed form; (retention, accepted, reason)."""
     eval_data = job.eval_data
     if eval_data is None:
         say("retention: not measured (no evaluation data)")
         return None, True, "not evaluated: no evaluation data (pass --eval)"
-    say(f"retention: FP32 PyTorch reference vs the artifact in ONNX Runtime on {len(eval_data):,} videos")
-    runtime = OnnxModel(artifact)
+    runtime, description = deployed
+    say(f"retention: FP32 PyTorch reference vs the artifact ({description}) on {len(eval_data):,} videos")
     with _bar(progress, "evaluate", len(eval_data)) as advance:
         comparison = compare_on_data(PyTorchRunner(job.reference), runtime, eval_data, progress=advance)
     # content_sha256: what avf-deploy check compares to reuse these reference figures on the same videos
     comparison["eval_data"] = {**eval_data.sources_summary(), "content_sha256": eval_data.content_sha256()}
-    comparison["runtime"] = f"onnxruntime CPUExecutionProvider ({artifact.name})"
+    comparison["runtime"] = description
     accepted, reason = gate(comparison, job.options.min_retention)
     comparison["min_retention"] = job.options.min_retention
     return Retention.model_validate(comparison), accepted, reason
@@ -330,7 +387,8 @@ def _metadata(job: _Job, params: int) -> dict:
     """The deployment metadata model.onnx carries (what avf-bench and predict read without the report)."""
     payload = job.payload
     return {"model": job.config["name"], "num_classes": payload["num_classes"],
-            "vocabulary_sha256": payload.get("vocabulary_sha256") or "", "precision": job.options.precision,
+            "vocabulary_sha256": payload.get("vocabulary_sha256") or "",
+            "precision": precision_named(job.options.precision).onnx_precision,
             "parameters": params, "checkpoint_sha256": job.checkpoint_sha256, "producer": "avf-compress"}
 
 
@@ -348,7 +406,7 @@ def _calibration_rows(options: CompressOptions, calib_data: TrainingData) -> np.
 def _tensorrt(options: CompressOptions, artifact: Path, tmp: Path, say, check: TensorRTCheck) -> dict:
     """Build model.plan only when --backend tensorrt asked for it (README: never as a side effect)."""
     if options.backend != "tensorrt":
-        return {"built": False, "reason": "engine not built: --backend onnxruntime (pass --backend tensorrt "
+        return {"built": False, "reason": f"engine not built: --backend {options.backend} (pass --backend tensorrt "
                                           "to build model.plan)"}
     reason = unavailable_reason()
     if reason:

@@ -32,8 +32,21 @@ class Precision:
     cpu_only: bool
     #: Needs calibration data (static activation ranges) and, to check them, evaluation data.
     calibrates: bool
-    #: What the report's precision stage says was done (None: nothing to say).
-    method: str | None
+    #: What the report's precision stage says was done (None: nothing to say); a function of the builder's
+    #: ``BuildInputs`` where the words depend on its parameters (int4's block size and accuracy level).
+    method: str | Callable[[quantize.BuildInputs], str] | None
+    #: The --backend values that build it (None: every one). A precision only a compiled engine has (bf16) ships
+    #: its model.onnx in ``onnx``'s precision.
+    backends: tuple[str, ...] | None = None
+    #: The precision of the artifact's model.onnx (None: this one).
+    onnx: str | None = None
+
+    @property
+    def onnx_precision(self) -> str:
+        return self.onnx or self.name
+
+    def built_by(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
 
 
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
@@ -42,6 +55,10 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("fp16", flag="--fp16", help="Half-precision weights and arithmetic.", build=quantize.to_fp16,
               compute="fp16", cpu_only=False, calibrates=False,
               method="float16 weights and arithmetic, float32 inputs/outputs (onnxruntime float16 converter)"),
+    Precision("bf16", flag="--bf16", help="bfloat16 weights and arithmetic in the compiled engine (--backend torch-aot).",
+              build=quantize.keep_fp32, compute="bf16", cpu_only=False, calibrates=False,
+              method="bfloat16 weights and arithmetic in model.pt2, float32 inputs/outputs; model.onnx stays FP32 "
+                     "(ONNX Runtime's CPU provider has no bfloat16 kernels)", backends=("torch-aot",), onnx="fp32"),
     Precision("int8", flag="--int8", help="Static INT8 (QDQ: per-channel symmetric weights, symmetric activations).",
               build=quantize.to_int8_static, compute="int8", cpu_only=False, calibrates=True,
               method="static QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations"),
@@ -49,10 +66,8 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
               build=quantize.to_int8_dynamic, compute="int8", cpu_only=True, calibrates=False,
               method="weights-only INT8, per-channel symmetric; activations quantized at run time"),
     Precision("int4", flag="--int4", help="4-bit weight-only matrices (ONNX Runtime MatMulNBits) for CPUs.",
-              build=quantize.to_int4, compute="int8",  # MatMulNBits accuracy_level 4: INT8 arithmetic
-              cpu_only=True, calibrates=False,
-              method=f"4-bit weight-only matrices (ONNX Runtime MatMulNBits, symmetric, blocks of {quantize.INT4_BLOCK}, "
-                     "accuracy_level 4: INT8 arithmetic), float biases and activations"),
+              build=quantize.to_int4, compute="int8",  # MatMulNBits accuracy_level 4 (the default): INT8 arithmetic
+              cpu_only=True, calibrates=False, method=quantize.int4_method),
 )}
 
 DEFAULT = "fp32"

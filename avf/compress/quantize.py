@@ -24,7 +24,6 @@ callers holding files (tune's per-layer sensitivity, tests).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import tempfile
@@ -37,7 +36,14 @@ import numpy as np
 from avf.atomic import atomic_file
 
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
+#: MatMulNBits block sizes (weights per scale along the input axis): larger blocks read fewer scales and lose more.
+INT4_BLOCKS = (32, 64, 128, 256)
 INT4_BLOCK = 32
+#: MatMulNBits accuracy levels ONNX Runtime's CPU kernels implement: 1 float32 arithmetic, 4 INT8 arithmetic
+#: (activations quantized per block on the fly). 2 (fp16) and 3 (bf16) fall back to 1 on x86 float inputs
+#: (ONNX Runtime takes the nearest more accurate level it has; measured identical outputs with 1.32), so not offered.
+INT4_ACCURACY_LEVELS = (1, 4)
+INT4_ACCURACY = 4
 
 
 @dataclass
@@ -53,6 +59,9 @@ class BuildInputs:
     exclude: Sequence[str] = ()
     #: Quantize just these nodes (per-layer sensitivity is measured that way); None: all of them.
     only: Sequence[str] | None = None
+    #: int4: MatMulNBits block size and accuracy level.
+    block_size: int = INT4_BLOCK
+    accuracy_level: int = INT4_ACCURACY
 
 
 class ArrayCalibrationReader:
@@ -185,17 +194,18 @@ def to_int8_dynamic(model, inputs: BuildInputs):
     return onnx.load(str(quantized))
 
 
-def to_int4(model, inputs: BuildInputs, block_size: int = INT4_BLOCK, accuracy_level: int = 4):
+def to_int4(model, inputs: BuildInputs):
     """Every ``Gemm`` (transB=1, alpha=beta=1, constant weight) becomes ``MatMulNBits`` + ``Add``, in place.
 
-    Weights are quantized per block of ``block_size`` along the input axis, symmetric 4-bit
+    Weights are quantized per block of ``inputs.block_size`` along the input axis, symmetric 4-bit
     (scale = block max / 7, stored with ONNX Runtime's default zero point 8, two values per byte,
-    low nibble first); the bias stays float. ``accuracy_level=4`` lets the CPU kernel multiply
-    in INT8 (activations quantized on the fly). Written without onnxruntime's MatMulNBits
+    low nibble first); the bias stays float. ``inputs.accuracy_level`` 4 lets the CPU kernel multiply
+    in INT8 (activations quantized on the fly), 1 in float32. Written without onnxruntime's MatMulNBits
     quantizer, which needs the extra ``onnx-ir`` package and takes MatMul, not Gemm.
     """
     from onnx import helper, numpy_helper
 
+    block_size, accuracy_level = inputs.block_size, inputs.accuracy_level
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     nodes = []
@@ -244,9 +254,15 @@ def quantize_int8_dynamic(fp32_path: str | Path, out_path: str | Path) -> Path:
 
 
 def quantize_int4_weight_only(fp32_path: str | Path, out_path: str | Path, block_size: int = INT4_BLOCK,
-                              accuracy_level: int = 4) -> Path:
-    return _build_file(functools.partial(to_int4, block_size=block_size, accuracy_level=accuracy_level),
-                       fp32_path, out_path)
+                              accuracy_level: int = INT4_ACCURACY) -> Path:
+    return _build_file(to_int4, fp32_path, out_path, block_size=block_size, accuracy_level=accuracy_level)
+
+
+def int4_method(inputs: BuildInputs) -> str:
+    """The report's words for an int4 build: the block size and accuracy level it was made with."""
+    arithmetic = {1: "float32", 4: "INT8"}.get(inputs.accuracy_level, "ONNX Runtime's choice of")
+    return (f"4-bit weight-only matrices (ONNX Runtime MatMulNBits, symmetric, blocks of {inputs.block_size}, "
+            f"accuracy_level {inputs.accuracy_level}: {arithmetic} arithmetic), float biases and activations")
 
 
 def _build_file(build: Callable, fp32_path: str | Path, out_path: str | Path, **inputs) -> Path:

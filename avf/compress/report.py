@@ -106,6 +106,9 @@ class PrecisionStage(ReportPart):
     method: str | None = None
     calibration: Calibration | None = None
     kept_float: list[str] | None = None
+    #: int4: the MatMulNBits block size and accuracy level (absent from reports before they were options: 32, 4).
+    block_size: int | None = None
+    accuracy_level: int | None = None
 
 
 Stage = Annotated[Union[FoldStage, PruneStage, PrecisionStage], Field(discriminator="stage")]
@@ -132,6 +135,21 @@ class TensorRTBuild(ReportPart):
     built_by: str | None = None
     #: The ONNX file TensorRT parsed, as shipped (no rewrite at build time).
     onnx: str | None = None
+
+
+class TorchAotBuild(ReportPart):
+    """The AOTInductor package (``model.pt2``) avf-compress or ``avf-deploy build`` compiled, and for what."""
+
+    built: bool
+    file: str | None = None
+    #: ``cpu`` or ``cuda``: a package runs on the device kind it was compiled for, with the PyTorch that compiled it.
+    device: str | None = None
+    device_name: str | None = None
+    precision: str | None = None
+    torch: str | None = None
+    #: The compressed model as weights (model.pt), from which the package is compiled again on another machine.
+    weights: str | None = None
+    built_by: str | None = None
 
 
 class CpuModel(ReportPart):
@@ -192,6 +210,8 @@ class ArtifactReport(ReportPart):
     tensorrt_check: TensorRTCheck | None = None
     tensorrt_compatible: bool | None = None
     tensorrt: TensorRTBuild | None = None
+    #: Set for --backend torch-aot: the compiled PyTorch package.
+    torch_aot: TorchAotBuild | None = None
     #: Set when ONNX Runtime's CPU provider runs another file than model.onnx (the INT8 artifact's model.cpu.onnx).
     cpu_model: CpuModel | None = None
     files: dict[str, FileRecord]

@@ -78,7 +78,7 @@ def build_engine_here(artifact_dir: str | Path, timing_cache: str | Path | None 
         report = open_artifact(artifact, deploying=False)  # again, under the lock: what was verified is what is built
         try:
             serialized, facts = build_serialized(artifact / MODEL_FILE, report.precision, timing_cache=cache,
-                                                 built_by="avf-deploy build")
+                                                 built_by="avf-deploy build", source=artifact)
         except RuntimeError as exc:
             raise InputError(artifact, str(exc)) from None
         facts["file"] = ENGINE_FILE
@@ -94,3 +94,43 @@ def build_engine_here(artifact_dir: str | Path, timing_cache: str | Path | None 
     return {**facts, "artifact": str(artifact), "sha256": record.sha256, "bytes": record.bytes,
             "timing_cache": {**facts.get("timing_cache", {}), "file": str(cache)}}
 
+
+
+def build_package_here(artifact_dir: str | Path, device: str = "auto") -> dict:
+    """Compile ``ARTIFACT/model.pt2`` (AOTInductor) for this machine's ``device`` from the artifact's compressed
+    model (model.pt) and record it in report.json; returns the build facts.
+
+    The same order as :func:`build_engine_here`: the package is compiled into a temporary name, the report
+    listing its sha256 is written, then the package is renamed into place, under the artifact's folder lock.
+    """
+    try:
+        from avf.compress import torch_aot
+    except ModuleNotFoundError as exc:
+        raise InputError(artifact_dir, f"cannot compile a PyTorch package here: {exc.name} is not installed "
+                                       "(pip install torch, the build for this machine)") from None
+    from avf.compress.report import TorchAotBuild
+    from avf.data.vocabulary import file_sha256
+    from avf.deploy.artifact import open_artifact
+
+    artifact = Path(artifact_dir)
+    report = open_artifact(artifact, deploying=False, rebuilding=torch_aot.PROGRAM_FILE)
+    if torch_aot.WEIGHTS_FILE not in report.files:
+        raise InputError(artifact, f"no compressed model ({torch_aot.WEIGHTS_FILE}) to compile: compress with "
+                                   "--backend torch-aot")
+    device = torch_aot.resolve_device(device)
+    if reason := torch_aot.unavailable_reason(device):
+        raise InputError(artifact, f"cannot compile a PyTorch package for {device} here: {reason}")
+    precision = (report.torch_aot.precision if report.torch_aot else None) or report.precision
+    with folder_lock(artifact, "artifact folder"):
+        report = open_artifact(artifact, deploying=False, rebuilding=torch_aot.PROGRAM_FILE)
+        model = torch_aot.load_weights(artifact / torch_aot.WEIGHTS_FILE)
+        io = report.io.inputs
+        with atomic_file(artifact / torch_aot.PROGRAM_FILE, suffix=".tmp.pt2") as package_tmp:
+            facts = torch_aot.compile_package(model, package_tmp, precision, device, io["rgb"][1], io["audio"][1],
+                                              built_by="avf-deploy build", source=artifact)
+            record = FileRecord(sha256=file_sha256(package_tmp), bytes=package_tmp.stat().st_size)
+            report.torch_aot = TorchAotBuild.model_validate({**facts, "weights": torch_aot.WEIGHTS_FILE})
+            report.files = {**report.files, torch_aot.PROGRAM_FILE: record}
+            with atomic_file(artifact / REPORT_FILE) as report_tmp:
+                report_tmp.write_text(report.to_json())
+    return {**facts, "artifact": str(artifact), "sha256": record.sha256, "bytes": record.bytes}

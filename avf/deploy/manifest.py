@@ -201,7 +201,7 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
                        "avf-compress with --eval")
     warnings = []
     reasons += [f"note: {note}" for note in prediction.get("notes", [])]  # e.g. a TensorRT avf does not drive
-    for reason, blocking in _check_reasons(profile, check_entries):
+    for reason, blocking in _check_reasons(profile, check_entries, report):
         if blocking and allow_unchecked:
             warnings.append(reason)
             reasons.append(f"warning (--allow-unchecked): {reason}")
@@ -225,6 +225,8 @@ def build_manifest(artifact: str | Path, profile: DeviceProfile, bench: dict | N
         preprocessing=io.preprocessing, precision=report.precision,
         backend=(bench or {}).get("target_facts", {}).get("backend") or ("tensorrt" if built else "onnxruntime"),
         runtime={"onnxruntime": versions.get("onnxruntime"), "onnx": versions.get("onnx"),
+                 **({"torch": report.torch_aot.torch, "torch_aot_device": report.torch_aot.device}
+                    if report.torch_aot is not None and report.torch_aot.built else {}),
                  "tensorrt": tensorrt.tensorrt if built else None,
                  "tensorrt_status": None if built or tensorrt is None else tensorrt.reason,
                  "compute_capability": (tensorrt.compute_capability if tensorrt is not None else None)
@@ -259,14 +261,21 @@ def _checks(artifact: Path, report, paths: list[Path]) -> list[CheckEntry]:
     return entries
 
 
-def _check_reasons(profile: DeviceProfile, checks: list[CheckEntry]) -> list[tuple[str, bool]]:
+def _check_reasons(profile: DeviceProfile, checks: list[CheckEntry], report=None) -> list[tuple[str, bool]]:
     """(reason, whether it blocks deployment) for the checks against the profile.
 
     A failed check on the profile's preferred backend blocks on every profile. A GPU or Jetson profile
     also needs a passing check on its preferred backend: the retention gate scored model.onnx on ONNX
-    Runtime's CPU provider, not the engine the device runs. A CPU profile is covered by that gate.
+    Runtime's CPU provider, not the engine the device runs. A CPU profile is covered by that gate. An
+    artifact whose engine is a CUDA torch-aot package is deployed as that package: its gate already scored
+    the package itself on the GPU, and a check covers it on the torch-aot backend.
     """
     wanted = profile.preferred_backend
+    package = getattr(report, "torch_aot", None)
+    if profile.kind != "cpu" and package is not None and package.built and package.device == "cuda":
+        wanted = "torch-aot"
+        if report.retention is not None and report.accepted:
+            return [(f"retention gate scored the deployed package itself ({report.retention.runtime})", False)]
     reasons = []
     for entry in checks:
         ratio = "undefined" if entry.gap_retention is None else f"{entry.gap_retention:.4f}"

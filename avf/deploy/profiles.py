@@ -43,6 +43,9 @@ class DeviceProfile(BaseModel):
     tdp_w: float | None = Field(None, gt=0)
     budgets: Budgets
     preferred_backend: Literal["tensorrt", "onnxruntime", "pytorch"]
+    #: A part of the CUDA device name (``torch.cuda.get_device_name``) that identifies this GPU, e.g. "H200": on
+    #: a machine whose GPU has it, avf tune measures the profile's costs instead of predicting them.
+    cuda_name: str | None = None
     jetpack: str | None = None
     tensorrt: str | None = None
 

@@ -73,18 +73,22 @@ class PyTorchRunner(RunnerBase):
         model = model.eval().to(device=device, dtype=dtype)
         if compile_model:
             model = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None)
-        self._forward = _CudaGraphs(model, device, dtype) if cuda_graphs and not compile_model \
-            else eager_probabilities(model, device, dtype)
+        if cuda_graphs and not compile_model:
+            self._forward = CudaGraphs(lambda rgb, audio: torch.sigmoid(model(rgb.to(dtype), audio.to(dtype))).float(),
+                                       device)
+        else:
+            self._forward = eager_probabilities(model, device, dtype)
 
     def run(self, rgb: np.ndarray, audio: np.ndarray) -> np.ndarray:
         return self._forward(rgb, audio)
 
 
-class _CudaGraphs:
-    """Captures ``sigmoid(model(rgb, audio))`` once per batch size and replays it."""
+class CudaGraphs:
+    """Captures ``forward(rgb, audio) -> float32 probabilities`` (tensors on ``device``) once per batch size and
+    replays it: the PyTorch backend's model and the torch-aot backend's compiled package alike."""
 
-    def __init__(self, model, device: str, dtype):
-        self.model, self.device, self.dtype = model, device, dtype
+    def __init__(self, forward, device: str):
+        self.forward, self.device = forward, device
         self.graphs: dict[tuple[int, int, int], tuple] = {}
 
     def _capture(self, shape: tuple[int, int, int]) -> tuple:
@@ -95,7 +99,7 @@ class _CudaGraphs:
         audio = torch.zeros(batch, audio_dim, device=self.device)
 
         def forward():
-            return torch.sigmoid(self.model(rgb.to(self.dtype), audio.to(self.dtype))).float()
+            return self.forward(rgb, audio)
 
         with torch.inference_mode():
             side = torch.cuda.Stream()

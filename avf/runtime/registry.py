@@ -47,6 +47,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("onnxruntime-tensorrt", "artifact", "avf.runtime.onnxruntime_gpu", "pip install onnxruntime-gpu"),
     Backend("tensorrt", "artifact", "avf.runtime.tensorrt_plan", "pip install 'avf[tensorrt]'"),
     Backend("torch-tensorrt", "artifact", "avf.runtime.torch_tensorrt_program", "pip install 'avf[torch-tensorrt]'"),
+    Backend("torch-aot", "artifact", "avf.runtime.torch_aot_program", TORCH),
     Backend("pytorch", "checkpoint", "avf.runtime.pytorch_model", TORCH, pytorch_model.PRECISIONS),
     Backend("torch-compile", "checkpoint", "avf.runtime.pytorch_model", TORCH, pytorch_model.PRECISIONS),
 )

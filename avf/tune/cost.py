@@ -18,12 +18,41 @@ from avf.deploy.profiles import DeviceProfile
 X86 = ("x86_64", "amd64", "i686")
 
 
+def local_gpu(profile: DeviceProfile) -> str | None:
+    """The CUDA device name when this machine's GPU is the profile's (its ``cuda_name`` in the name), else None."""
+    if profile.kind != "dgpu" or not profile.cuda_name:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(torch.cuda.current_device())
+    return name if profile.cuda_name.lower() in name.lower() else None
+
+
 def measurable_here(profile: DeviceProfile) -> str | None:
     """None when costs can be measured on this machine for ``profile``, else why they are predicted."""
     if profile.kind == "cpu" and platform.machine().lower() in X86:
         return None
+    if local_gpu(profile):
+        return None
     return (f"this machine ({platform.machine()}, no {profile.display_name}) is not the profile's device: "
             "latency, memory and energy are predicted by the avf-deploy plan roofline")
+
+
+def local_build(profile: DeviceProfile, device=None) -> dict:
+    """How candidates are compiled when their costs are measured on this machine's GPU: TensorRT where it is
+    installed, else the compiled PyTorch engine (torch-aot on CUDA, timed from CUDA graphs); {} otherwise
+    (ONNX artifacts, timed in ONNX Runtime here or on the --target device)."""
+    if device is not None or not local_gpu(profile):
+        return {}
+    from avf.compress.tensorrt_engine import unavailable_reason
+
+    if profile.preferred_backend == "tensorrt" and unavailable_reason() is None:
+        return {"backend": "tensorrt"}
+    return {"backend": "torch-aot", "device": "cuda"}
 
 
 def measurable_on(profile: DeviceProfile, device) -> str | None:
@@ -70,8 +99,9 @@ def bench_on_device(device, profile: DeviceProfile, artifact: Path, out: Path, b
     return result, None
 
 
-def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) -> dict:
-    """avf-bench's harness on the artifact (ONNX Runtime CPU): single-stream at batch 1, offline at ``batch``.
+def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float, build: dict | None = None) -> dict:
+    """avf-bench's harness on the artifact: single-stream at batch 1, offline at ``batch``; in ONNX Runtime CPU, or
+    on this machine's GPU as ``build`` (:func:`local_build`) compiled it (torch-aot from CUDA graphs, or TensorRT).
 
     Run in this process (a child process would spend seconds importing PyTorch per candidate);
     the bench file is the JSON ``avf bench -o`` writes, so the manifest can take it.
@@ -82,6 +112,13 @@ def bench(artifact: Path, out: Path, batch: int, threads: int, duration: float) 
     from avf.deploy.bench import benchmark
 
     scenarios = ["single-stream", "offline"] if batch == 1 else ["offline"]
+    if build:
+        backend = build["backend"]
+        result = benchmark(artifact, backend, [batch], scenarios, duration, threads, "cuda",
+                           cuda_graphs=backend == "torch-aot")
+        result["memory"].setdefault("method", "avf-bench's in-process figures on the GPU")
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        return result
     result = benchmark(artifact, "onnxruntime", [batch], scenarios, duration, threads)
     memory = resident_memory(artifact, batch, threads)
     result["memory"].update(model_rss_mib=memory, method=MEMORY_METHOD, in_process_model_rss_mib=
@@ -143,7 +180,9 @@ def cost(report: ArtifactReport, profile: DeviceProfile, batch: int, bench_resul
         energy = latency["energy"]
     else:
         latency, energy = offline["batch_latency"], offline["energy"]
-    where = f"avf-bench on {bench_result['conditions']['cpu']}, {bench_result['conditions']['threads']} threads"
+    conditions = bench_result["conditions"]
+    where = (f"avf-bench on {conditions['gpu']} ({bench_result.get('target_facts', {}).get('backend', 'cuda')})"
+             if conditions.get("gpu") else f"avf-bench on {conditions['cpu']}, {conditions['threads']} threads")
     if bench_result.get("measured_on"):
         where = f"avf-bench on {bench_result['measured_on']['target']} ({bench_result['conditions']['cpu']}, " \
                 f"{bench_result['conditions']['threads']} threads)"

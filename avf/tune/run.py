@@ -44,7 +44,9 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
 
     device = device_for(options.target, options.remote_python, say)  # reachable, same avf: before any output
     profile, payload, data = inputs.profile, inputs.payload, inputs.specs
-    precisions, skipped = precisions_for(profile)
+    from avf.tune.cost import local_build
+
+    precisions, skipped = precisions_for(profile, local_build(profile, device).get("backend", "onnxruntime"))
     if "int8" in precisions and data["calib"] is None:
         precisions.remove("int8")
         skipped["int8"] = "no calibration data: pass --calib"
@@ -72,10 +74,12 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
     out, profile, data = Path(options.out), inputs.profile, inputs.specs
     reason = costs.measurable_on(profile, device)
     measured = f"measured on {device.target.name} with avf-bench" if device else "measured here with avf-bench"
+    if costs.local_build(profile, device):
+        measured += f" on {costs.local_gpu(profile)} ({costs.local_build(profile, device)['backend']})"
     ctx = Context(options=options, profile=profile, out=out, data=data,
                   max_latency_ms=options.max_latency_ms or profile.budgets.latency_ms,
                   max_memory_mib=options.max_memory_mib or profile.budgets.memory_mib, measure_reason=reason,
-                  device=device,
+                  device=device, build=costs.local_build(profile, device),
                   cache=DistillCache(out / "cache", inputs.content["checkpoint_sha256"]),
                   num_classes=inputs.payload["num_classes"], loaded=inputs.data, reference=inputs.model,
                   on_record=on_record, say=say)
@@ -100,6 +104,9 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
                  space={"ratios": grid, "precisions": precisions, "not_searched": skipped,
                         "calibrations": "percentile first; entropy and minmax where INT8 falls short",
                         "mixed_precision": f"INT8 with up to {options.max_keep_float} most sensitive layers in float",
+                        **({"int4_blocks": "int4 block sizes 32 to 256 at accuracy level 4 at int4's largest passing "
+                            "ratio, accuracy level 1 at its first failing one; each stops at the first block that "
+                            "fails retention"} if "int4" in precisions and profile.kind == "cpu" else {}),
                         "backends": backends_for(profile)},
                  strategy=summary, notes=notes, cache={"distilled_reused": ctx.cache.hits,
                                                        "distilled_built": ctx.cache.misses},
@@ -151,7 +158,8 @@ def closest(records: list[dict], ctx: Context) -> dict | None:
 def _summary(record: dict) -> dict:
     keys = ("id", "ratio", "precision", "calib_method", "keep_float", "retention", "gap", "reference_gap", "f1",
             "parameters", "cost", "artifact", "bench")
-    return {key: record[key] for key in keys}
+    return {key: record[key] for key in keys} | {key: record[key] for key in ("int4_block", "int4_accuracy_level")
+                                                  if key in record}
 
 
 def _ship(ctx: Context, chosen: dict, state: dict) -> None:
@@ -266,7 +274,7 @@ def _planned(grid: int, precisions: int) -> int:
     """Candidates the strategy will likely build: a bisection per precision, plus the INT8 edge variants."""
     import math
 
-    return max(1, precisions * (math.ceil(math.log2(max(grid, 2))) + 1) + 4)
+    return max(1, precisions * (math.ceil(math.log2(max(grid, 2))) + 1) + 8)  # + INT8's and int4's edge variants
 
 
 def _honourable(grid: list[float], payload: dict, model, notes: list[str]) -> list[float]:

@@ -1,0 +1,215 @@
+"""Compiled PyTorch engines: ``torch.export`` then AOTInductor, one ``model.pt2`` package per device.
+
+The engine a user without TensorRT ships: the compressed model (folded, pruned, in its precision) is
+exported once with a dynamic batch axis and compiled ahead of time by Inductor into a package
+(``torch._inductor.aoti_compile_and_package``) that ``torch._inductor.aoti_load_package`` runs again
+without avf's model code, on the CPU (C++ kernels, OpenMP) or on CUDA (Triton kernels, cuBLAS), where
+:mod:`avf.runtime.torch_aot_program` can also replay it from CUDA graphs.
+
+A package is tied to the device kind and the PyTorch version that compiled it, so the artifact also
+keeps the compressed model itself as weights (``model.pt``: tensors and plain data, loaded
+weights-only) from which ``avf-deploy build --backend torch-aot`` compiles the package again on the
+machine that runs it, as it builds a TensorRT engine there.
+
+Precisions: fp32, fp16 and bf16 (weights and arithmetic; probabilities returned in float32), and
+``int8-dynamic``: weight-only INT8 (per-output-channel symmetric scales), activations in float.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from avf.errors import InputError
+
+PROGRAM_FILE = "model.pt2"
+WEIGHTS_FILE = "model.pt"
+#: The registry precisions this backend compiles (the model's arithmetic in the package).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic")
+#: The batch axis of the exported program: any batch in 1..MAX_BATCH runs without recompiling.
+MAX_BATCH = 4096
+WEIGHTS_FORMAT = "avf-compressed-model"
+DEVICES = ("cpu", "cuda")
+
+
+def unavailable_reason(device: str) -> str | None:
+    """None when this machine can compile a package for ``device``, else one line saying what is missing."""
+    inductor = getattr(torch, "_inductor", None)
+    if inductor is None or not hasattr(torch._inductor, "aoti_compile_and_package"):
+        return f"PyTorch {torch.__version__} has no AOTInductor packaging (torch >= 2.6 has it)"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA GPU is visible to PyTorch here (a CUDA package is compiled on a machine with the GPU)"
+    if device == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "no C++ compiler (g++ or clang++) on PATH: AOTInductor compiles the CPU package with it"
+    return None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda where PyTorch sees a GPU, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    from avf.deploy.bench import cpu_name
+
+    return cpu_name()
+
+
+# ----------------------------------------------------------------------------- the compressed model as weights
+
+
+def weights_payload(model: nn.Module, config: dict, num_classes: int, fold: bool, precision: str = "fp32") -> dict:
+    """``model.pt``'s content: the compressed model's weights and what rebuilds its structure. Weights are kept in
+    the engine's float precision where it is fp16 or bf16 (the package rounds them to it anyway: half the bytes
+    to carry to the device), else float32."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    state = {name: tensor.detach().to(dtype if tensor.is_floating_point() else tensor.dtype).cpu().contiguous()
+             for name, tensor in model.state_dict().items()}
+    return {"format": WEIGHTS_FORMAT, "model": dict(config), "num_classes": int(num_classes), "fold": bool(fold),
+            "state_dict": state}
+
+
+def rebuild(payload: dict, path: str | Path = "") -> nn.Module:
+    """The compressed model from ``model.pt``: the architecture built from its config (folded when it was), every
+    parameter and buffer reshaped to the saved one (pruning changes widths only), then the weights loaded strictly."""
+    from avf.models import build_model
+
+    if payload.get("format") != WEIGHTS_FORMAT:
+        raise InputError(path, f"not a compressed model written by avf-compress (format {payload.get('format')!r})")
+    try:
+        model = build_model(**payload["model"]).eval()
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(path, f"describes a model this avf cannot build ({exc})") from None
+    if payload["fold"]:
+        from avf.compress.fold import fold_model
+
+        model = fold_model(model).model
+    state = payload["state_dict"]
+    for name, tensor in state.items():
+        owner_name, _, attribute = name.rpartition(".")
+        try:
+            owner = model.get_submodule(owner_name)
+        except AttributeError:
+            raise InputError(path, f"weights do not fit model {payload['model'].get('name')!r} ({name})") from None
+        current = getattr(owner, attribute, None)
+        if not isinstance(current, torch.Tensor):
+            raise InputError(path, f"weights do not fit model {payload['model'].get('name')!r} ({name})")
+        if current.shape != tensor.shape:
+            if attribute in owner._parameters:
+                owner._parameters[attribute] = nn.Parameter(torch.empty(tensor.shape, dtype=current.dtype),
+                                                            requires_grad=False)
+            else:
+                owner._buffers[attribute] = torch.empty(tensor.shape, dtype=current.dtype)
+            if isinstance(owner, nn.Linear) and attribute == "weight":
+                owner.out_features, owner.in_features = tensor.shape
+    try:
+        model.load_state_dict(state, strict=True)  # copied into the float32 parameters
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit model {payload['model'].get('name')!r}: "
+                               f"{str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def load_weights(path: str | Path) -> nn.Module:
+    """``model.pt`` read weights-only (no code runs) and rebuilt."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"cannot read the compressed model ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise InputError(path, "not a compressed model written by avf-compress")
+    return rebuild(payload, path)
+
+
+# ----------------------------------------------------------------------------- precision and compilation
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """A Linear whose weight is stored INT8 with one symmetric scale per output channel; float activations."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(weight.shape[0])
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The pattern Inductor's weight-only-quantization passes look for (a cast of the INT8 weight into the
+        # matrix product, then the per-channel scale); what it fuses it into is its choice per device.
+        return nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype) + self.bias.to(x.dtype)
+
+
+def _int8_weight_only(model: nn.Module) -> nn.Module:
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Linear):
+            setattr(model, name, Int8WeightOnlyLinear(child))
+        else:
+            _int8_weight_only(child)
+    return model
+
+
+class Engine(nn.Module):
+    """What the package computes: float32 (rgb, audio) in, float32 probabilities out, the model in ``dtype``."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, rgb: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(rgb.to(self.dtype), audio.to(self.dtype))).float()
+
+
+def engine_module(model: nn.Module, precision: str, device: str) -> Engine:
+    """``model`` (left untouched) in ``precision`` on ``device``, wrapped to the deployed function."""
+    if precision not in PRECISIONS:
+        raise InputError(None, f"--backend torch-aot compiles {', '.join(PRECISIONS)}, not {precision} "
+                               "(static INT8 and INT4 are ONNX formats: ONNX Runtime or TensorRT)")
+    model = copy.deepcopy(model).eval().float()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    if precision == "int8-dynamic":
+        model = _int8_weight_only(model)
+    else:
+        model = model.to(dtype)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return Engine(model, dtype).eval().to(device)
+
+
+def compile_package(model: nn.Module, package: Path, precision: str, device: str, rgb_dim: int, audio_dim: int,
+                    built_by: str = "avf-compress", source: str | Path | None = None) -> dict:
+    """Export and compile ``model`` into the file ``package`` (a name ending .pt2) for ``device``; returns the build
+    facts (``file`` is the artifact's name for it, model.pt2)."""
+    reason = unavailable_reason(device)
+    if reason:
+        raise InputError(source or package, f"--backend torch-aot ({device}): {reason}")
+    engine = engine_module(model, precision, device)
+    started = time.monotonic()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = (torch.zeros(2, rgb_dim, device=device), torch.zeros(2, audio_dim, device=device))
+    with warnings.catch_warnings():  # PyTorch's own deprecation chatter from its pytree internals
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            with torch.no_grad():
+                program = torch.export.export(engine, example, dynamic_shapes=({0: batch}, {0: batch}))
+                path = torch._inductor.aoti_compile_and_package(program, package_path=str(package))
+        except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as exc:
+            message = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise InputError(source or package, f"PyTorch {torch.__version__} could not compile the {precision} model for "
+                                      f"{device}: {type(exc).__name__}: {message[:300]}") from None
+    return {"built": True, "file": PROGRAM_FILE, "compiler": "torch.export + AOTInductor", "device": device,
+            "device_name": device_name(device), "precision": precision, "torch": torch.__version__,
+            "batch_range": [1, MAX_BATCH], "compile_seconds": round(time.monotonic() - started, 2),
+            "built_by": built_by, "bytes": Path(path).stat().st_size}
