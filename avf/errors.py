@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 class ExitCode(IntEnum):
-    """What every avf command's exit status means (the README's table), defined here once."""
+    """What every avf command's exit status means (the README's table), defined here once.
+
+    Besides these: 128 + N when the command was stopped by signal N (130 Ctrl-C or an abort, 143 SIGTERM,
+    129 SIGHUP): it unwound and removed its temporary outputs (``avf/cli/app.py`` ``run``).
+    """
 
     #: Done.
     OK = 0
@@ -19,6 +23,11 @@ class ExitCode(IntEnum):
     #: deployable, an ``avf tune`` search where no candidate meets every constraint. A fleet script can
     #: tell it from success and from bad input.
     BELOW_BAR = 3
+    #: A bug in avf (or in a library it calls), not in the input: an exception no other code covers. One
+    #: ``internal error: <type>: <message> (full traceback: <file>)`` line; the traceback goes to that file
+    #: (``--log-file`` when given, else ``$AVF_CACHE/tracebacks/``), never to the terminal. EX_SOFTWARE of
+    #: BSD's sysexits.h, so a script can tell it from bad input and report it.
+    INTERNAL = 70
 
 
 class InputError(ValueError):
