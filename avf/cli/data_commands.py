@@ -1,8 +1,10 @@
-"""``avf data``: synthesize, convert, inspect and verify YouTube-8M-format data."""
+"""``avf data``: synthesize, convert, inspect and verify YouTube-8M-format data.
+
+Each takes ``--json``: its result as one JSON document on stdout (:mod:`avf.cli.json_output`), its lines on stderr.
+"""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from avf.cli.json_output import emit, human, json_option
 from avf.cli.options import option
 from avf.cli.progress import bytes_progress, count_progress
 from avf.data.feature_store import convert as convert_store
@@ -40,13 +43,20 @@ def synth(
     level: Level = option(synthesize, "level", "--level", help="video: mean features; frame: 1 s uint8 frames."),
     seed: int = option(synthesize, "seed", "--seed", min=0, help="Same seed, same bytes."),
     force: bool = option(synthesize, "force", "--force", help="Replace OUT if it exists."),
+    as_json: bool = json_option("data-synth"),
 ) -> None:
     """Write learnable synthetic data in the exact YouTube-8M TFRecord schema."""
     with count_progress(f"synthesizing {level.value}-level videos", videos) as advance:
         summary = synthesize(out, videos=videos, classes=classes, level=level.value, seed=seed,
                              force=force, progress=advance)
-    stdout.print(f"wrote {summary.out_dir}: " + ", ".join(f"{split} {n} videos" for split, n in summary.videos.items())
-                 + f"; {summary.classes} classes, {level.value} level", soft_wrap=True)
+    if as_json:
+        from avf.cli.json_output import SynthResult
+
+        emit(SynthResult(out_dir=str(summary.out_dir), level=summary.level, classes=summary.classes, seed=summary.seed,
+                         videos=summary.videos, files=[str(f) for f in summary.files]))
+    console = human(as_json)
+    console.print(f"wrote {summary.out_dir}: " + ", ".join(f"{split} {n} videos" for split, n in summary.videos.items())
+                  + f"; {summary.classes} classes, {level.value} level", soft_wrap=True)
 
 
 @data_app.command()
@@ -61,17 +71,24 @@ def convert(
                                  help="Video-level feature dtype (frame level stays uint8)."),
     force: bool = option(convert_store, "force", "--force",
                          help="Replace STORE if it exists (only once the new one is complete)."),
+    as_json: bool = json_option("data-convert"),
 ) -> None:
-    """Convert TFRecords into a memory-mapped feature store for training."""
+    """Convert TFRecords into a memory-mapped feature store for training.
+
+    --json prints the store's manifest.json (as written) on stdout.
+    """
     shards = expand_sources(source)
     total = sum(shard.stat().st_size for shard in shards)
     with bytes_progress(f"converting {len(shards)} shards", total) as advance:
         manifest = convert_store(shards, store, num_classes=classes, vocabulary=vocabulary,
                                  feature_dtype=dtype.value, force=force, progress=advance)
+    if as_json:
+        emit(manifest)
     rate = manifest["videos"] / max(manifest["conversion_seconds"], 1e-9)
-    stdout.print(f"wrote {store}: {manifest['videos']:,} {manifest['level']}-level videos, "
-                 f"{manifest['num_classes']} classes, {manifest['labels_per_video']} labels/video "
-                 f"({manifest['conversion_seconds']:.1f} s, {rate:,.0f} records/s)", soft_wrap=True)
+    console = human(as_json)
+    console.print(f"wrote {store}: {manifest['videos']:,} {manifest['level']}-level videos, "
+                  f"{manifest['num_classes']} classes, {manifest['labels_per_video']} labels/video "
+                  f"({manifest['conversion_seconds']:.1f} s, {rate:,.0f} records/s)", soft_wrap=True)
 
 
 @data_app.command()
@@ -81,7 +98,7 @@ def inspect(
                           help="Class count to check labels against."),
     vocabulary: Path = option(summarize, "vocabulary", "--vocabulary", help="vocabulary.csv for class names."),
     top: int = option(summarize, "top", "--top", min=1, help="How many of the most frequent classes to list."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = json_option("data-inspect"),
 ) -> None:
     """Read everything (checking every CRC and the schema) and summarize counts, labels and features."""
     from avf.data.feature_store import is_store
@@ -94,7 +111,7 @@ def inspect(
             result = summarize(shards, classes, vocabulary, top, progress=advance)
         result["source"] = path
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        emit(result)
         return
     _print_summary(result)
 
@@ -102,14 +119,22 @@ def inspect(
 @data_app.command()
 def verify(
     store: Path = typer.Argument(..., help="Feature store directory."),
+    as_json: bool = json_option("data-verify"),
 ) -> None:
     """Check a feature store completely, as every command does when it opens one, and say what was checked."""
     from avf.data.feature_store import FeatureStore
 
     opened = FeatureStore(store)
-    stdout.print(f"{store}: intact: {len(opened):,} {opened.level}-level videos, {len(opened.info.arrays)} arrays "
-                 f"({opened.array_bytes / 1e6:,.1f} MB) match the sha256 recorded at conversion, every feature is "
-                 f"finite, labels and ids are valid ({opened.verify_seconds:.2f} s)", soft_wrap=True, markup=False)
+    if as_json:
+        from avf.cli.json_output import StoreVerifyResult
+
+        emit(StoreVerifyResult(store=str(store), level=opened.level, videos=len(opened), num_classes=opened.num_classes,
+                               arrays=len(opened.info.arrays), array_bytes=opened.array_bytes,
+                               verify_seconds=round(opened.verify_seconds, 4)))
+    console = human(as_json)
+    console.print(f"{store}: intact: {len(opened):,} {opened.level}-level videos, {len(opened.info.arrays)} arrays "
+                  f"({opened.array_bytes / 1e6:,.1f} MB) match the sha256 recorded at conversion, every feature is "
+                  f"finite, labels and ids are valid ({opened.verify_seconds:.2f} s)", soft_wrap=True, markup=False)
 
 
 def _print_summary(result: dict) -> None:

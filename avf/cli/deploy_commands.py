@@ -1,8 +1,11 @@
-"""``avf profiles`` (device profiles)."""
+"""``avf profiles``, ``avf bench``, ``avf predict``, ``avf deploy ...`` and ``avf demo``.
+
+Each takes ``--json``: its result as one JSON document on stdout (:mod:`avf.cli.json_output`), its tables and
+lines on stderr.
+"""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.cli.json_output import emit, human, json_option
 from avf.cli.options import option, target_of
 from avf.deploy.bench import BATCHES, SCENARIOS, benchmark
 from avf.deploy.check import artifact_inputs, run_check
@@ -35,15 +39,15 @@ def _say(line: str) -> None:
 
 def profiles_command(
     profile: str = typer.Argument(None, help="Show one profile (a shipped name or a YAML file) in full."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = json_option("profiles"),
 ) -> None:
-    """List the shipped device profiles, or validate and show one (yours included)."""
+    """List the shipped device profiles, or validate and show one (yours included, as JSON)."""
     from avf.deploy.profiles import all_profiles, load_profile
 
     profiles = [load_profile(profile)] if profile else all_profiles()
     if as_json or profile:
-        data = [p.model_dump() for p in profiles]
-        typer.echo(json.dumps(data[0] if profile else data, indent=2))
+        data = [p.model_dump(mode="json") for p in profiles]
+        emit(data[0] if profile else data)
         return
     table = Table(title="device profiles (avf/profiles/*.yaml; a YAML file of your own works anywhere a name does)")
     for column in ("name", "kind", "memory GiB", "GB/s", "peak TFLOPS/TOPS", "power W", "budgets", "backend"):
@@ -74,8 +78,12 @@ def bench_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing results file (and its plot)."),
     target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
     remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
+    as_json: bool = json_option("bench"),
 ) -> None:
-    """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions."""
+    """Latency (p50/p90/p99), throughput, memory and energy of a model, with the conditions.
+
+    --json prints the record written to --out (bench.json) on stdout.
+    """
     from avf.cli.progress import stderr
     from avf.deploy.bench import check_bench_outputs, write_bench
     from avf.errors import InputError
@@ -102,6 +110,9 @@ def bench_command(
                           scenarios=scenarios, duration=duration, threads=threads, device_kind=device,
                           precision=precision, cuda_graphs=cuda_graphs)
     write_bench(result, out_path)
+    if as_json:
+        emit(result)
+    console = human(as_json)
     table = Table(title=escape(f"{target} ({result['target_facts']['backend']}, {result['target_facts']['precision']})"))
     for column in ("scenario", "batch", "p50 ms", "floor ms", "regime", "p99 ms", "samples/s", "energy"):
         table.add_column(column, justify="left" if column in ("scenario", "regime", "energy") else "right")
@@ -128,25 +139,25 @@ def bench_command(
                       regime("offline", row["batch"]), f"{row['batch_latency']['p99_ms']:.3f}",
                       f"{row['samples_per_s']:,.0f}",
                       f"{energy['millijoules_per_inference']:.3f} mJ/inf" if energy["measured"] else "not measured")
-    Console(width=max(stdout.width, 130)).print(table)  # eight columns: wrapping them helps nobody
+    Console(stderr=as_json, width=max(console.width, 130)).print(table)  # eight columns: wrapping them helps nobody
     if floor:
         bandwidth = "not measured" if floor["bandwidth_gbs"] is None else f"{floor['bandwidth_gbs']:.1f} GB/s"
         isa = result["conditions"].get("isa", {})
-        stdout.print(f"floor: {floor['weights_bytes'] / 2**20:.2f} MiB of weights ({floor['weights_method']}) at "
-                     f"{bandwidth} ({floor['bandwidth_method']}) = {floor_ms} ms; regime: {floor['regime']}: "
-                     f"{floor['says']}; INT8 dot product: {isa.get('int8_dot', 'unknown')}", markup=False,
-                     soft_wrap=True)
+        console.print(f"floor: {floor['weights_bytes'] / 2**20:.2f} MiB of weights ({floor['weights_method']}) at "
+                      f"{bandwidth} ({floor['bandwidth_method']}) = {floor_ms} ms; regime: {floor['regime']}: "
+                      f"{floor['says']}; INT8 dot product: {isa.get('int8_dot', 'unknown')}", markup=False,
+                      soft_wrap=True)
     reasons = {row["energy"].get("reason") for row in [single or {"energy": {}}, *result["scenarios"].get("offline", [])]}
     for reason in sorted(r for r in reasons if r):
-        stdout.print(f"energy: {reason}", markup=False)
+        console.print(f"energy: {reason}", markup=False)
     where = result.get("measured_on")
     if where:
         facts = where["device"]
-        stdout.print(f"measured on {where['target']} ({facts.get('host')}: {facts.get('jetson_model') or facts.get('gpu') or facts.get('cpu')})",
-                     markup=False, soft_wrap=True)
+        console.print(f"measured on {where['target']} ({facts.get('host')}: {facts.get('jetson_model') or facts.get('gpu') or facts.get('cpu')})",
+                      markup=False, soft_wrap=True)
     memory = result["memory"]
-    stdout.print(f"memory: model {memory['model_rss_mib']:.0f} MiB resident, process peak {memory['peak_rss_mib']:.0f} MiB; "
-                 f"results in {out}", markup=False)
+    console.print(f"memory: model {memory['model_rss_mib']:.0f} MiB resident, process peak {memory['peak_rss_mib']:.0f} MiB; "
+                  f"results in {out}", markup=False)
 
 
 def predict_command(
@@ -158,6 +169,7 @@ def predict_command(
     batch_size: int = option(predict, "batch_size", "--batch-size", min=1),
     threads: int = option(predict, "threads", "--threads", min=1),
     force: bool = option(predict, "force", "--force", help="Replace an existing predictions file."),
+    as_json: bool = json_option("predict"),
 ) -> None:
     """Top-k predictions as VideoId,LabelConfidencePairs (streamed, with a progress bar)."""
     from avf.cli.progress import count_progress, stderr
@@ -166,6 +178,10 @@ def predict_command(
     with count_progress("predict", count_videos(data)) as advance:  # TFRecords: count unknown until read
         written = predict(target, data, out, top_k, vocab, batch_size, threads, advance=advance, force=force)
     stderr.print(f"{written:,} videos -> {out}", markup=False, highlight=False)
+    if as_json:
+        from avf.cli.json_output import PredictResult
+
+        emit(PredictResult(target=target, data=data, out=out, videos=written, top_k=top_k))
 
 
 deploy_app = typer.Typer(help="Plan, manifest, verify and package an artifact for a device.", no_args_is_help=True)
@@ -176,7 +192,7 @@ def plan_command(
     artifact: str = typer.Argument(..., help="An avf-compress artifact directory."),
     profile: str = typer.Option(..., "--profile", "-p", help="A shipped profile name or a YAML file."),
     bench: str = typer.Option(None, "--bench", help="bench.json of this artifact: shows measured beside predicted."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_option("deploy-plan"),
 ) -> None:
     """Predicted latency, memory and energy on the device; fits or not, and why."""
     from avf.deploy.artifact import open_artifact
@@ -191,8 +207,8 @@ def plan_command(
         check_bench_of(Path(artifact), report, measured)
     prediction = predict_on_profile(report, device)
     if as_json:
-        typer.echo(json.dumps({"prediction": prediction, "measured": measured and measured["scenarios"]}, indent=2))
-        return
+        emit({"prediction": prediction, "measured": measured["scenarios"] if measured else None})
+    console = human(as_json)
     table = Table(title=escape(f"{artifact} on {device.display_name} ({prediction['precision']}; predicted = roofline)"))
     for column in ("batch", "predicted ms", "predicted samples/s", "bound", "measured p50 ms", "measured samples/s"):
         table.add_column(column, justify="right")
@@ -202,11 +218,11 @@ def plan_command(
         table.add_row(str(row["batch"]), f"{row['latency_ms']:.4f}", f"{row['samples_per_s']:,.0f}", row["bound"],
                       f"{seen['batch_latency']['p50_ms']:.4f}" if seen else "not measured",
                       f"{seen['samples_per_s']:,.0f}" if seen else "not measured")
-    stdout.print(table)
-    stdout.print(f"memory (predicted): {prediction['memory_mib']:.0f} MiB; energy (predicted upper bound): "
-                 f"{prediction['energy_mj_per_inference']:.3f} mJ per inference at {device.power_w:g} W", markup=False)
+    console.print(table)
+    console.print(f"memory (predicted): {prediction['memory_mib']:.0f} MiB; energy (predicted upper bound): "
+                  f"{prediction['energy_mj_per_inference']:.3f} mJ per inference at {device.power_w:g} W", markup=False)
     verdict = "fits" if prediction["fits"] else "does not fit"
-    stdout.print(f"{verdict}: " + "; ".join(prediction["reasons"]), markup=False)
+    console.print(f"{verdict}: " + "; ".join(prediction["reasons"]), markup=False)
 
 
 @deploy_app.command("manifest")
@@ -221,10 +237,12 @@ def manifest_command(
     allow_unchecked: bool = option(build_manifest, "allow_unchecked", "--allow-unchecked", help="A GPU/Jetson "
                                    "profile without a passing check on its preferred backend: deployable, with a "
                                    "warning."),
+    as_json: bool = json_option("deploy-manifest"),
 ) -> None:
     """A validated deployment manifest: files and hashes, I/O, accuracy, checks, performance, decision.
 
-    Exit 0 when deployable, 3 when not (the manifest is written either way, with the reasons).
+    Exit 0 when deployable, 3 when not (the manifest is written either way, with the reasons; --json prints it on
+    stdout either way).
     """
     from avf.atomic import check_output
     from avf.deploy.bench_record import read_bench
@@ -236,10 +254,13 @@ def manifest_command(
     manifest = build_manifest(artifact, load_profile(profile), read_bench(bench) if bench else None, manifest_path=out,
                               checks=checks or None, allow_unchecked=allow_unchecked)
     write_manifest(manifest, out, force=force, inputs=inputs)
+    if as_json:
+        emit(manifest)
+    console = human(as_json)
     verdict = "deployable" if manifest.decision.deployable else "NOT deployable"
-    stdout.print(f"{out}: {manifest.model} {manifest.precision} on {manifest.profile}: {verdict}", markup=False)
+    console.print(f"{out}: {manifest.model} {manifest.precision} on {manifest.profile}: {verdict}", markup=False)
     for reason in manifest.decision.reasons:
-        stdout.print(f"  - {reason}", markup=False)
+        console.print(f"  - {reason}", markup=False)
     if not manifest.decision.deployable:
         raise typer.Exit(ExitCode.BELOW_BAR)
 
@@ -261,10 +282,12 @@ def check_command(
                              "retention was measured on other data."),
     target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
     remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
+    as_json: bool = json_option("deploy-check"),
 ) -> None:
     """Score the deployed form on held-out data against the FP32 reference: GAP/F1 retention, written to check.json.
 
-    Exit 0 when GAP retention reaches the artifact's min_retention, 3 when not (check.json is written either way).
+    Exit 0 when GAP retention reaches the artifact's min_retention, 3 when not (check.json is written either way;
+    --json prints it on stdout either way).
     """
     from avf.cli.progress import count_progress
     from avf.deploy.predict import count_videos
@@ -276,9 +299,12 @@ def check_command(
     with count_progress("check", count_videos(data)) as advance:
         record, written = run_check(artifact, data, backend, out, force, batch_size, threads, device, checkpoint,
                                     progress=advance, target=remote and RemoteDevice(remote, say=_say))
+    if as_json:
+        emit(record)
+    console = human(as_json)
     where = record.conditions.get("measured_on")
     if where:
-        stdout.print(f"measured on {where['target']}", markup=False, soft_wrap=True)
+        console.print(f"measured on {where['target']}", markup=False, soft_wrap=True)
     table = Table(title=escape(f"{artifact}: {record.backend} on {record.runner.device} vs FP32 reference "
                                f"({record.reference_source.source}), {record.videos:,} videos"))
     for column in ("metric", "deployed", "reference", "retention"):
@@ -287,25 +313,49 @@ def check_command(
         ratio = record.retention.get(key)
         table.add_row(name, f"{getattr(record.deployed, key):.4f}", f"{getattr(record.reference, key):.4f}",
                       "undefined" if ratio is None else f"{ratio:.4f}")
-    stdout.print(table)
-    stdout.print(f"{'passed' if record.passed else 'FAILED'}: {record.reason}; reference: "
-                 f"{record.reference_source.detail}; written to {written}", markup=False, soft_wrap=True)
+    console.print(table)
+    console.print(f"{'passed' if record.passed else 'FAILED'}: {record.reason}; reference: "
+                  f"{record.reference_source.detail}; written to {written}", markup=False, soft_wrap=True)
     if not record.passed:
         raise typer.Exit(ExitCode.BELOW_BAR)
 
 
 @deploy_app.command("verify")
-def verify_command(manifest: str = typer.Argument(..., help="manifest.json written by `avf-deploy manifest`.")) -> None:
-    """Re-hash every file the manifest lists (relative to the manifest); exit 1 on any mismatch."""
+def verify_command(
+    manifest: str = typer.Argument(..., help="manifest.json written by `avf-deploy manifest`."),
+    as_json: bool = json_option("deploy-verify"),
+) -> None:
+    """Re-hash every file the manifest lists (relative to the manifest); exit 1 on any mismatch (after --json's
+    result, which says which files)."""
     from avf.cli.progress import stderr
     from avf.deploy.manifest import verify_manifest
 
     problems = verify_manifest(manifest)
+    if as_json:
+        emit(_verify_result(manifest, problems))
     if problems:
         for problem in problems:
             stderr.print(Text("mismatch:", style="bold red") + Text(f" {problem}"), soft_wrap=True, highlight=False)
         raise typer.Exit(ExitCode.MISMATCH)
-    stdout.print(f"{manifest}: every file matches its sha256", markup=False)
+    console = human(as_json)
+    console.print(f"{manifest}: every file matches its sha256", markup=False)
+
+
+def _verify_result(manifest: str, problems: list[str]):
+    """verify_manifest's problems, file by file: each problem starts with the file's path as verify_manifest builds
+    it (ARTIFACT_DIR/NAME, relative to the manifest's resolved folder); one no file claims stays in ``problems``."""
+    from avf.cli.json_output import FileCheck, VerifyResult
+    from avf.deploy.manifest import read_manifest
+
+    document = read_manifest(manifest)
+    folder = Path(manifest).resolve().parent / document.artifact_dir
+    files = []
+    for entry in document.files:
+        prefix = f"{folder / entry.name}: "
+        problem = next((p.removeprefix(prefix) for p in problems if p.startswith(prefix)), None)
+        files.append(FileCheck(name=entry.name, ok=problem is None, problem=problem))
+    return VerifyResult(manifest=str(manifest), artifact_dir=document.artifact_dir, ok=not problems, files=files,
+                        problems=problems)
 
 
 BuildBackend = Enum("BuildBackend", {"tensorrt": "tensorrt", "torch-aot": "torch-aot"}, type=str)
@@ -325,6 +375,7 @@ def build_command(
                                      "and written back (default: one per TensorRT version and GPU under $AVF_CACHE)."),
     target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
     remote_python: str = typer.Option("python3", "--remote-python", help=REMOTE_PYTHON_HELP),
+    as_json: bool = json_option("deploy-build"),
 ) -> None:
     """Build model.plan (TensorRT) on the GPU it will run on from the artifact's model.onnx, or model.pt2
     (--backend torch-aot) for this machine from its model.pt; record it in report.json.
@@ -342,9 +393,12 @@ def build_command(
             raise InputError(None, "--backend torch-aot builds here only (run avf-deploy build on the device), and "
                                    "has no timing cache")
         facts = build_package_here(artifact, device)
-        stdout.print(f"{artifact}/{facts['file']}: {facts['precision']} for {facts['device']} ({facts['device_name']}), "
-                     f"torch {facts['torch']}, {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}..., compiled in "
-                     f"{facts['compile_seconds']:.1f} s", markup=False, soft_wrap=True)
+        if as_json:
+            emit({"backend": backend, **facts})
+        console = human(as_json)
+        console.print(f"{artifact}/{facts['file']}: {facts['precision']} for {facts['device']} ({facts['device_name']}), "
+                      f"torch {facts['torch']}, {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}..., compiled in "
+                      f"{facts['compile_seconds']:.1f} s", markup=False, soft_wrap=True)
         return
     if device != "auto":
         raise InputError(None, "--device applies to --backend torch-aot only (a TensorRT engine is built for the GPU)")
@@ -359,9 +413,12 @@ def build_command(
                                    "its own timing cache")
         facts = build_on(RemoteDevice(remote, say=_say), Path(artifact))
         artifact = f"{remote.name}:{facts['measured_on']['remote_path']}"
-    stdout.print(f"{artifact}/model.plan: TensorRT {facts['tensorrt']} on {facts['device']} (compute "
-                 f"{facts['compute_capability']}), {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}...; "
-                 f"timing cache {facts['timing_cache']['file']}", markup=False, soft_wrap=True)
+    if as_json:
+        emit({"backend": backend, **facts})
+    console = human(as_json)
+    console.print(f"{artifact}/model.plan: TensorRT {facts['tensorrt']} on {facts['device']} (compute "
+                  f"{facts['compute_capability']}), {facts['bytes']:,} bytes, sha256 {facts['sha256'][:12]}...; "
+                  f"timing cache {facts['timing_cache']['file']}", markup=False, soft_wrap=True)
 
 
 @deploy_app.command("triton")
@@ -374,10 +431,20 @@ def triton_command(
                          help="Replace this model's folder in the repository (only that one)."),
     name: str = option(write_triton_repository, "name", "--name", help="The model's name in the repository "
                        "(default: report.json's model name); letters, digits, '_', '.', '-'."),
+    as_json: bool = json_option("deploy-triton"),
 ) -> None:
     """A Triton model repository (config.pbtxt, dynamic batching) for server GPUs."""
     folder = write_triton_repository(artifact, out, max_batch, force, gpu=not cpu, name=name)
-    stdout.print(f"Triton model {folder.name} in repository {out} ({folder})", markup=False)
+    if as_json:
+        from avf.cli.json_output import TritonResult
+        from avf.compress.report import ENGINE_FILE
+
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        emit(TritonResult(name=folder.name, repository=str(out), folder=str(folder),
+                          platform="tensorrt_plan" if f"1/{ENGINE_FILE}" in files else "onnxruntime_onnx",
+                          max_batch=max_batch, instance_kind="KIND_CPU" if cpu else "KIND_GPU", files=files))
+    console = human(as_json)
+    console.print(f"Triton model {folder.name} in repository {out} ({folder})", markup=False)
 
 
 def _check_device(device: str) -> None:
@@ -395,12 +462,19 @@ def demo_command(
     bench_seconds: float = option(run_demo, "bench_seconds", "--bench-seconds", min=0.1),
     threads: int = option(run_demo, "threads", "--threads", min=1),
     force: bool = option(run_demo, "force", "--force", help="Reuse an existing --out folder."),
+    as_json: bool = json_option("demo"),
 ) -> None:
-    """The main job end to end: data, train, avf-compress --int8, avf-bench, avf-deploy manifest."""
+    """The main job end to end: data, train, avf-compress --int8, avf-bench, avf-deploy manifest.
+
+    --json prints the summary (also written to OUT/summary.json) on stdout.
+    """
     from avf.cli.progress import stderr
 
     summary = run_demo(out, data, epochs, videos, bench_seconds=bench_seconds, threads=threads, force=force,
                        say=lambda line: stderr.print(line, markup=False, highlight=False))
+    if as_json:
+        emit(summary)
+    console = human(as_json)
     table = Table(title=f"avf demo: Attend-Fusion FP32 vs INT8 ({summary['eval_videos']:,} held-out videos)")
     table.add_column("measure")
     table.add_column("FP32 (PyTorch)", justify="right")
@@ -412,8 +486,8 @@ def demo_command(
     table.add_row("latency p50, batch 1 (ms)", f"{summary['latency_fp32_p50_ms']:.3f}", f"{summary['latency_int8_p50_ms']:.3f}")
     table.add_row("speed-up", "1.0x", f"{summary['speedup']:.1f}x")
     table.add_row(f"deployable on {summary['profile']}", "", "yes" if summary["deployable"] else "no")
-    stdout.print(table)
+    console.print(table)
     for reason in summary["reasons"]:
-        stdout.print(f"  - {reason}", markup=False)
+        console.print(f"  - {reason}", markup=False)
     files = ", ".join(dict.fromkeys(name for name in [*summary["files"], "summary.json"] if name != "data/"))
-    stdout.print(f"every file is in {summary['folder']}/ ({files})", markup=False)
+    console.print(f"every file is in {summary['folder']}/ ({files})", markup=False)
