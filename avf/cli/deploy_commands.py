@@ -16,14 +16,19 @@ from rich.table import Table
 from rich.text import Text
 
 from avf.cli.json_output import emit, human, json_option
-from avf.cli.options import option, target_of
+from avf.cli.options import given, option, target_of
+from avf.cli.progress import note
 from avf.deploy.bench import BATCHES, SCENARIOS, benchmark
 from avf.deploy.check import artifact_inputs, run_check
+from avf.deploy.loadgen import SCENARIOS as LOADGEN_SCENARIOS
 from avf.deploy.demo import run_demo
 from avf.deploy.manifest import build_manifest
 from avf.deploy.predict import predict
 from avf.deploy.triton import write_triton_repository
 from avf.errors import ExitCode
+
+LoadgenScenario = Enum("LoadgenScenario", {name: name for name in LOADGEN_SCENARIOS},
+                       type=str)
 
 stdout = Console()
 TARGET_HELP = ("Where to measure: local (this machine), or ssh://[user@]host[:port] or a host of your ~/.ssh/config "
@@ -74,6 +79,19 @@ def bench_command(
     precision: str = option(benchmark, "precision", "--precision", help="Checkpoints: fp32 (default), fp16 or bf16."),
     cuda_graphs: bool = option(benchmark, "cuda_graphs", "--cuda-graphs", help="Checkpoints on cuda: replay CUDA "
                                "graphs (torch-compile: its reduce-overhead mode)."),
+    warmup: int = option(benchmark, "warmup", "--warmup", min=0, help="Untimed calls before each timed "
+                         "measurement (single-stream; offline takes a quarter, at least 1)."),
+    iterations: int = option(benchmark, "iterations", "--iterations", min=1, help="Timed calls at least, per "
+                             "measurement (and at least --duration seconds)."),
+    loadgen: LoadgenScenario = typer.Option(None, "--loadgen", help="Also run this MLPerf LoadGen scenario "
+                                            "(performance mode) on the same runner; its logs go to OUT.loadgen/ "
+                                            "(the loadgen extra)."),
+    loadgen_duration: float = typer.Option(10.0, "--loadgen-duration", min=0.0, help="LoadGen's minimum duration, "
+                                           "seconds (MLPerf's own runs use 600)."),
+    target_qps: float = typer.Option(None, "--target-qps", min=0.0, help="LoadGen Server: the Poisson arrival rate "
+                                     "(queries/s); Offline: the expected rate."),
+    target_latency_ms: float = typer.Option(None, "--target-latency-ms", min=0.0, help="LoadGen Server: the latency "
+                                            "bound of a valid run (LoadGen's default otherwise)."),
     out: str = typer.Option("bench.json", "--out", "-o", help="Results JSON (a PNG plot is written beside it)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results file (and its plot)."),
     target_device: str = typer.Option("local", "--target", help=TARGET_HELP),
@@ -96,12 +114,32 @@ def bench_command(
         raise InputError(None, f"--batch {batch!r}: batch sizes must be integers >= 1")
     _check_device(device)
     remote = target_of(ctx, target_device, remote_python)
+    loadgen = str(getattr(loadgen, "value", loadgen)) if loadgen else None
+    if loadgen is None and any(given(ctx, name) for name in ("loadgen_duration", "target_qps", "target_latency_ms")):
+        note("--loadgen-duration, --target-qps and --target-latency-ms do nothing without --loadgen")
+    if loadgen == "Server" and not target_qps:
+        raise InputError(None, "--loadgen Server needs --target-qps (the Poisson arrival rate to test)")
+    if loadgen and remote is not None:
+        raise InputError(None, "--loadgen runs here only (with --target, run avf-bench --loadgen on the device)")
     out_path = check_bench_outputs(out, force, inputs=[target])
     say = lambda line: stderr.print(line, markup=False, highlight=False)  # noqa: E731
     scenarios = [s.strip() for s in scenario.split(",") if s.strip()]
-    if remote is None:
+    if remote is None and loadgen:
+        from avf.atomic import atomic_directory
+        from avf.deploy.loadgen import SUMMARY_FILE, require_loadgen
+
+        require_loadgen()
+        logs = out_path.with_suffix(".loadgen")
+        with atomic_directory(logs, force, ours=lambda p: (Path(p) / SUMMARY_FILE).is_file(), inputs=[target],
+                              what="LoadGen log folder") as tmp:
+            result = benchmark(target, backend, batches, scenarios, duration, threads, device, say=say,
+                               precision=precision, cuda_graphs=cuda_graphs, warmup=warmup, iterations=iterations,
+                               loadgen={"scenario": loadgen, "out_dir": tmp, "min_duration_s": loadgen_duration,
+                                        "target_qps": target_qps, "target_latency_ms": target_latency_ms})
+        result["loadgen"]["logs"] = str(logs)
+    elif remote is None:
         result = benchmark(target, backend, batches, scenarios, duration, threads, device, say=say,
-                           precision=precision, cuda_graphs=cuda_graphs)
+                           precision=precision, cuda_graphs=cuda_graphs, warmup=warmup, iterations=iterations)
     else:
         from avf.remote.device import RemoteDevice
         from avf.remote.measure import bench_on

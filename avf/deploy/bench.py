@@ -50,8 +50,15 @@ def peak_rss_mib() -> float:
 def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | None = None,
               scenarios: list[str] | None = None, duration: float = 3.0, threads: int | None = None,
               device: str = "cpu", say: Callable[[str], None] = lambda line: None, precision: str | None = None,
-              cuda_graphs: bool = False) -> dict:
+              cuda_graphs: bool = False, loadgen: dict | None = None, warmup: int = 20, iterations: int = 50) -> dict:
+    """avf-bench: single-stream and offline loops over the target's runner, memory, energy and the floor; with
+    ``loadgen`` ({scenario, out_dir, min_duration_s, min_query_count, target_qps, target_latency_ms}) also an MLPerf
+    LoadGen scenario over the same runner (:mod:`avf.deploy.loadgen`), its summary under ``loadgen``."""
     target = Path(target)
+    if loadgen is not None:
+        from avf.deploy.loadgen import require_loadgen
+
+        require_loadgen()  # before any loading or timing
     batches = batches or list(BATCHES)
     scenarios = scenarios or list(SCENARIOS)
     for scenario in scenarios:
@@ -75,12 +82,13 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
                 generator.standard_normal((batch, facts["audio_dim"]), dtype=np.float32))
 
     result: dict = {"format": "avf-bench", "version": 1, "target": str(target.resolve()), "target_facts": facts,
-                    "scenarios": {}, "conditions": conditions(threads, device)}
+                    "scenarios": {}, "conditions": {**conditions(threads, device),
+                                                    "warmup": warmup, "min_iterations": iterations}}
     meter = energy_meter(device)
     if "single-stream" in scenarios:
         rgb, audio = inputs(1)
         say(f"single-stream: batch 1 for {duration:g} s")
-        latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=20, min_iterations=50,
+        latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=warmup, min_iterations=iterations,
                                               min_seconds=duration)  # the meter starts after the warm-up
         result["scenarios"]["single-stream"] = {**latency, "energy": _energy(meter, joules, latency["iterations"] + 0)}
     if "offline" in scenarios:
@@ -88,13 +96,20 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
         for batch in batches:
             rgb, audio = inputs(batch)
             say(f"offline: batch {batch} for {duration:g} s")
-            latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=5, min_iterations=10,
-                                                  min_seconds=duration)
+            latency, joules = measure_with_energy(meter, lambda: run(rgb, audio), warmup=max(1, warmup // 4),
+                                                  min_iterations=max(1, iterations // 5), min_seconds=duration)
             seconds = latency["mean_ms"] * latency["iterations"] / 1e3
             rows.append({"batch": batch, "samples_per_s": batch * latency["iterations"] / seconds,
                          "batch_latency": latency, "energy": _energy(meter, joules, latency["iterations"] * batch)})
         result["scenarios"]["offline"] = rows
     meter.close()
+    if loadgen is not None:
+        from avf.deploy.loadgen import run_loadgen
+
+        options = dict(loadgen)
+        scenario, out_dir = options.pop("scenario"), options.pop("out_dir")
+        say(f"loadgen: MLPerf LoadGen {scenario}")
+        result["loadgen"] = run_loadgen(run, scenario, out_dir, inputs(64), **options)
     result["memory"] = {"rss_before_load_mib": rss_before, "rss_after_load_mib": rss_loaded, "rss_end_mib": rss_mib(),
                         "peak_rss_mib": peak_rss_mib(), "model_rss_mib": rss_loaded - rss_before,
                         "method": "Linux /proc/self/status VmRSS around loading; peak from getrusage ru_maxrss "
