@@ -133,7 +133,7 @@ def test_other_precisions_compile_and_keep_the_model(tiny_run, tiny_artifact, tm
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--backend", "torch-aot", "--int8"], "--backend torch-aot compiles"),
+    (["--backend", "torch-aot", "--int8"], "--int8 is built by --backend onnxruntime or tensorrt or torch-tensorrt only"),
     (["--backend", "torch-aot", "--int4"], "--backend torch-aot compiles"),
     (["--bf16"], "--bf16 is built by --backend torch-aot only"),
     (["--device", "cpu"], "--device applies to --backend torch-aot only"),
