@@ -185,6 +185,15 @@ BAD = [
     ("manifest-profile-latin1", ["deploy", "manifest", "run/best.fp32", "-p", "latin1.yaml", "-o", "m.json"], "UTF-8"),
     ("manifest-profile-inf-tdp", ["deploy", "manifest", "run/best.fp32", "-p", "inf_tdp.yaml", "-o", "m.json"], "tdp"),
     ("profiles-inf-tdp", ["profiles", "inf_tdp.yaml", "--json"], "tdp"),
+    # the root command's output options (-q, -v, --log-file): refused before the command runs or anything is written
+    ("log-file-folder", ["--log-file", "foreign", "profiles"], "directory"),
+    ("log-file-under-a-file", ["--log-file", "afile/avf.log", "profiles"], "afile"),
+    ("log-file-missing-folder", ["--log-file", "nothere/avf.log", "profiles"], "nothere"),
+    ("log-file-checkpoint", ["--log-file", "run/best.pt", "models"], "not a log avf wrote"),
+    ("log-file-users-text", ["--log-file", "afile", "profiles"], "not a log avf wrote"),
+    ("log-file-fifo-dev", ["--log-file", "/dev/null", "profiles"], "not a regular file"),
+    ("quiet-and-verbose", ["-q", "-vv", "profiles"], "choose one"),
+    ("verbose-with-value", ["--verbose=2", "profiles"], "--verbose"),
     ("verify-empty", ["deploy", "verify", "empty.json"], "empty"),
     ("verify-not-json", ["deploy", "verify", "notjson.json"], "manifest"),
     ("verify-absolute", ["deploy", "verify", "absolute.json"], "artifact_dir"),
@@ -413,7 +422,8 @@ def test_training_that_diverges_to_a_finite_but_useless_loss_is_stopped(tmp_path
     assert code == 2 and "diverged" in err and "mean training loss of epoch 1" in err and "lower --lr" in err, err
     assert "checkpoints in" not in out
     assert not (tmp_path / "run").exists()
-    assert len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()  # the run's header line (progress: stderr since issue 23), then one error line
+    assert len(lines) == 2 and lines[0].startswith("fc_early_fusion: ") and lines[1].startswith("error:"), err
 
 
 def test_float16_store_refuses_values_it_cannot_hold(tmp_path):

@@ -16,10 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from avf.cli.options import given, option, validated
+from avf.cli.json_output import human, json_option
+from avf.cli.options import config_option, given, option
 from avf.cli.progress import count_progress, note, stderr
 from avf.compress.options import CompressOptions
-from avf.compress.precisions import DEFAULT, PRECISIONS, precision_named
+from avf.compress.precisions import PRECISIONS, precision_named
 from avf.compress.report import ArtifactReport
 from avf.errors import ExitCode
 
@@ -74,43 +75,48 @@ def compress_command(
     device: str = _option("device", "--device", help="torch-aot: the device model.pt2 is compiled for and gated on "
                           "(auto: cuda where PyTorch sees a GPU, else cpu)."),
     seed: int = _option("seed", "--seed", min=0),
+    config: Path = config_option("compress settings (CompressOptions fields: precision, prune, calib_method, ...)"),
+    as_json: bool = json_option("compress"),  # report.json, also when rejected (exit 3)
     **precision_flags: bool,
 ) -> None:
     """Fold, prune, quantize and export a trained model; verify its accuracy; exit 3 if rejected."""
+    from avf.cli.options import resolve_settings
     from avf.compress.pipeline import CompressionRejected, compress
     from avf.errors import InputError
 
     chosen = [p.name for name, p in _FLAGGED.items() if precision_flags[name]]
     if len(chosen) > 1:
         raise InputError(None, f"choose one precision, not {' and '.join(PRECISIONS[c].flag for c in chosen)}")
-    precision = chosen[0] if chosen else DEFAULT
-    calibrates = precision_named(precision).calibrates
+    # flag typed > --config > CompressOptions' default; a precision flag counts as a typed precision
+    options = resolve_settings(ctx, CompressOptions, {"eval_data": "eval"}, config=config,
+                               typed_values={"precision": chosen[0]} if chosen else None,
+                               what="compress settings file").settings
+    calibrates = precision_named(options.precision).calibrates
     calibrating_flags = " or ".join(p.flag for p in PRECISIONS.values() if p.calibrates)
     for flag, name, needs, applies in (
             ("--calib", "calib", calibrating_flags, calibrates),
             ("--calib-method", "calib_method", calibrating_flags, calibrates),
             ("--calib-size", "calib_size", calibrating_flags, calibrates),
-            ("--finetune-epochs", "finetune_epochs", "--prune", prune),
-            ("--train", "train", "--prune", prune and finetune_epochs)):
+            ("--finetune-epochs", "finetune_epochs", "--prune", options.prune),
+            ("--train", "train", "--prune", options.prune and options.finetune_epochs)):
         if given(ctx, name) and not applies:
             note(f"{flag} does nothing without {needs}")
-    options = validated(
-        CompressOptions, {"eval": "--eval"}, checkpoint=checkpoint, out=out, force=force, fold=fold, prune=prune,
-        finetune_epochs=finetune_epochs, train=train, precision=precision, calib=calib,
-        calib_method=calib_method, calib_size=calib_size, int4_block=int4_block,
-        int4_accuracy_level=int4_accuracy_level, eval=eval_data, eval_size=eval_size,
-        min_retention=min_retention, backend=backend, device=device, seed=seed)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     try:
         report = compress(options, say=say, progress=count_progress)
     except CompressionRejected as rejected:
         stderr.print(Text("rejected:", style="bold red") + Text(f" {rejected.reason}; the artifact is kept in "
                      f"{rejected.artifact} and marked rejected in its report.json"), soft_wrap=True, highlight=False)
+        if as_json:
+            typer.echo(rejected.report.to_json(), nl=False)  # exactly the rejected artifact's report.json
         raise typer.Exit(ExitCode.BELOW_BAR) from None
-    print_summary(report, options.artifact_dir())
+    print_summary(report, options.artifact_dir(), console=human(as_json))
+    if as_json:
+        typer.echo(ArtifactReport.model_validate(report).to_json(), nl=False)  # exactly report.json
 
 
-def print_summary(report: ArtifactReport, artifact: Path) -> None:
+def print_summary(report: ArtifactReport, artifact: Path, console: Console | None = None) -> None:
+    """The artifact's measures and verdict as a table (on stdout, or ``console``)."""
     report = ArtifactReport.model_validate(report)  # a report.json read back as a dict prints the same
     table = Table(title=escape(f"{report.model.name} -> {artifact}"), show_lines=False)
     table.add_column("measure")
@@ -131,4 +137,4 @@ def print_summary(report: ArtifactReport, artifact: Path) -> None:
     if report.tensorrt is not None:
         table.add_row("tensorrt", escape(report.tensorrt.file or report.tensorrt.reason or ""))
     table.add_row("verdict", escape(("accepted: " if report.accepted else "rejected: ") + report.reason))
-    stdout.print(table)
+    (console or stdout).print(table)

@@ -2,7 +2,9 @@
 
 Every option of ``avf train`` is a field of :class:`avf.train.loop.TrainSettings`, which holds its default,
 its limits and its choices: the option takes them from there (:func:`avf.cli.options.option`), and a value
-the settings refuse is reported naming the option.
+the settings refuse is reported naming the option. ``--recipe NAME`` (``avf/recipes/NAME.yaml``) and
+``--config FILE.yaml`` are settings documents of the same fields; a flag typed on the command line beats
+``--config``, which beats the recipe, which beats the field's default (:func:`avf.cli.options.resolve_settings`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from avf.cli.options import choices, option
+from avf.cli.options import choices, config_option, option
+from avf.recipes import DEFAULT_RECIPE
 from avf.train.loop import TrainSettings
 
 stdout = Console()
@@ -31,12 +34,21 @@ _option = partial(option, TrainSettings)
 
 def train_command(
     ctx: typer.Context,
-    model: str = _option("model", "--model", "-m", help="Registry name, e.g. attend_fusion (see `avf models`)."),
-    train: str = _option("train", "--train", help="Training data: feature store, TFRecord directory or quoted glob."),
+    model: str = _option("model", "--model", "-m", default=None,
+                         help="Registry name, e.g. attend_fusion (see `avf models`). Required (or `model:` in "
+                         "--config)."),
+    train: str = _option("train", "--train", default=None, help="Training data: feature store, TFRecord directory or "
+                         "quoted glob. Required (or `train:` in --config)."),
     val: str = _option("val", "--val", help="Validation data (same forms); scored every epoch."),
-    out: Path = _option("out", "--out", "-o", help="Run directory: checkpoints and metrics logs."),
+    out: Path = _option("out", "--out", "-o", default=None,
+                        help="Run directory: checkpoints and metrics logs. Required (or `out:` in --config)."),
+    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="Shipped settings: paper (the paper's: lr 1e-4 "
+                               "constant, 20 epochs) or yt8m-best (best measured on real YouTube-8M: lr 1e-3 cosine, "
+                               "--batch-norm, --identity-attention, 10 epochs); --config and typed flags go on top."),
+    config: Path = config_option("training settings (TrainSettings fields)"),
     epochs: int = _option("epochs", "--epochs", default=None, help=f"Total epochs (default "
-                          f"{TrainSettings.model_fields['epochs'].default}; on --resume: the run's own)."),
+                          f"{TrainSettings.model_fields['epochs'].default}, or the recipe's; on --resume: the run's "
+                          "own)."),
     batch_size: int = _option("batch_size", "--batch-size", "--batch", help="Per process (torchrun multiplies it)."),
     lr: float = _option("lr", "--lr", help="Must be > 0."),
     weight_decay: float = _option("weight_decay", "--weight-decay"),
@@ -54,9 +66,10 @@ def train_command(
     threads: int = _option("threads", "--threads", help="CPU threads (default: the cores this process may use)."),
     prior_init: bool = _option("prior_init", "--prior-init/--no-prior-init",
                                help="Start the classifier bias at the training label priors (log-odds)."),
-    identity_attention: bool = _option("identity_attention", "--identity-attention",
+    identity_attention: bool = _option("identity_attention", "--identity-attention/--no-identity-attention",
                                        help="Start attention value/output projections at the identity."),
-    batch_norm: bool = _option("batch_norm", "--batch-norm", help="BatchNorm after every Linear of the FC stacks."),
+    batch_norm: bool = _option("batch_norm", "--batch-norm/--no-batch-norm",
+                               help="BatchNorm after every Linear of the FC stacks."),
     ema: float = _option("ema", "--ema", help="Exponential moving average of the weights, decay per step, e.g. "
                          "0.999 (0: off); best.pt holds the averaged weights."),
     early_stop: int = _option("early_stop", "--early-stop", help="Stop after this many epochs without a better "
@@ -71,25 +84,50 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run avf wrote (only the "
                                "run's own files are rewritten; any other folder is refused)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's result as one JSON document on stdout (the "
+                                 "best epoch and its metrics, the last epoch, the resolved settings); the per-epoch "
+                                 "lines and notes go to stderr."),
 ) -> None:
     """Train a registry model (AdamW, BCE); checkpoints best.pt/last.pt, logs metrics.csv/json."""
-    from avf.cli.options import from_options, given
-    from avf.cli.progress import note
+    from avf.cli.json_output import human
+    from avf.cli.options import given, resolve_settings
+    from avf.cli.progress import note, stderr
     from avf.errors import InputError
+    from avf.recipes import recipe_path
     from avf.train.loop import train as run_training
 
     if resume and force:
         raise InputError(None, "--resume continues the run in --out and --force starts it over: choose one")
-    settings = from_options(ctx, TrainSettings, _FIELD_OF_OPTION, out=str(out), distill_from=list(distill_from or []))
-    # the settings the user typed: what a --resume compares with the run's own
-    typed = {field for name in ctx.params if given(ctx, name)
-             if (field := _FIELD_OF_OPTION.get(name, name)) in TrainSettings.model_fields}
-    if "distill_weight" in typed and not distill_from and not resume:
+    resolved = resolve_settings(ctx, TrainSettings, _FIELD_OF_OPTION, config=config, recipe=recipe_path(recipe),
+                                recipe_name=recipe, recipe_given=given(ctx, "recipe"), what="training settings file")
+    settings = resolved.settings
+    # what the user asked for (typed, in --config, in a --recipe named): what a --resume compares with the run's own
+    asked = resolved.explicit
+    if "distill_weight" in asked and not settings.distill_from and not resume:
         note("--distill-weight does nothing without --distill-from")
-    result = run_training(settings, resume=resume, force=force, console=stdout, resume_epochs=epochs, given=typed)
+    # the run's header, per-epoch and early-stop lines are progress, not data: stderr (and the --log-file); -q hides them
+    result = run_training(settings, resume=resume, force=force, console=stderr,
+                          resume_epochs=settings.epochs if "epochs" in asked else None, given=asked)
     if result["history"]:
-        stdout.print(f"checkpoints in {out}/ (best.pt, last.pt), metrics in {out}/metrics.csv", soft_wrap=True,
-                     markup=False)
+        human(as_json).print(f"checkpoints in {settings.out}/ (best.pt, last.pt), metrics in {settings.out}/metrics.csv",
+                             soft_wrap=True, markup=False)
+    if as_json:
+        typer.echo(json.dumps(_summary(result), indent=2, default=str))
+
+
+def _summary(result: dict) -> dict:
+    """What ``avf train --json`` prints: the best epoch (by validation GAP, else training loss, as best.pt is chosen)
+    and its metrics, the last epoch's, the resolved settings and the run's facts."""
+    from avf.train.loop import BEST, LAST, _score
+
+    history, settings = result["history"], result["settings"]
+    best = max(history, key=_score) if history else None
+    last = history[-1] if history else None
+    out = Path(settings["out"])
+    return {"out": str(out), "checkpoints": {"best": str(out / BEST), "last": str(out / LAST)},
+            "best_epoch": best["epoch"] if best else None, "best": best, "last": last, "epochs_done": len(history),
+            "stopped_early": last["epoch"] if last and last["epoch"] < settings["epochs"] else None,
+            "settings": settings, "run": result["run"]}
 
 
 def eval_command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from avf.cli.options import option
+from avf.cli.options import config_option, option
 from avf.cli.progress import stderr
 from avf.errors import ExitCode
 from avf.tune.search import TuneOptions
@@ -26,9 +27,11 @@ _option = partial(option, TuneOptions)  # every option's default and limits are 
 def tune_command(
     ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `avf train`."),
-    profile: str = _option("profile", "--profile", "-p",
-                           help="Device profile: a shipped name (avf profiles) or a YAML file."),
-    out: Path = _option("out", "--out", "-o", help="Working folder; rerun the same command to resume a search."),
+    profile: str = _option("profile", "--profile", "-p", default=None,
+                           help="Device profile: a shipped name (avf profiles) or a YAML file. Required (or `profile:` "
+                           "in --config)."),
+    out: Path = _option("out", "--out", "-o", default=None, help="Working folder; rerun the same command to resume a "
+                        "search. Required (or `out:` in --config)."),
     force: bool = _option("force", "--force", help="Start over in an OUT of ours (another search's folder)."),
     min_retention: float = _option("min_retention", "--min-retention",
                                    help="Keep at least this fraction of the FP32 GAP."),
@@ -60,19 +63,27 @@ def tune_command(
                           "or a host of your ~/.ssh/config (a device with avf's runtime install)."),
     remote_python: str = _option("remote_python", "--remote-python",
                                  help="The device's Python interpreter that has avf installed (with --target ssh://...)."),
+    config: Path = config_option("search settings (TuneOptions fields: profile, min_retention, ratio_step, ...)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the search's state as one JSON document on stdout "
+                                 "(tune.json: the choice, the Pareto fronts, the strategy); tables and notes go to "
+                                 "stderr."),
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
-    from avf.cli.options import from_options, target_of
+    from avf.cli.options import resolve_settings, target_of
     from avf.threads import default_threads
     from avf.tune.run import tune
 
-    target_of(ctx, target, remote_python)  # refuses a malformed target, notes a --remote-python that does nothing
-    options = from_options(ctx, TuneOptions, {"eval_data": "eval"},
-                           threads=default_threads() if threads is None else threads)
+    # flag typed > --config > the cores this process may use (threads) > TuneOptions' default
+    options = resolve_settings(ctx, TuneOptions, {"eval_data": "eval"}, config=config,
+                               computed={"threads": default_threads()}, what="tune settings file").settings
+    # refuses a malformed target, notes a --remote-python that does nothing
+    target_of(ctx, options.target, options.remote_python)
     say = lambda line: stderr.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with _search_progress() as (on_plan, on_record):
         state = tune(options, say=say, on_record=on_record, on_plan=on_plan)
-    _print(state, options)
+    _print(state, options, stderr if as_json else None)
+    if as_json:
+        typer.echo(json.dumps(state, indent=2, default=str))
     if state["chosen"] is None:
         raise typer.Exit(ExitCode.BELOW_BAR)  # outputs written, nothing chosen
 
@@ -111,11 +122,14 @@ def _search_progress():
         yield on_plan, on_record
 
 
-def _print(state: dict, options) -> None:
+def _print(state: dict, options, human: Console | None = None) -> None:
+    """The search's answer for a person: costs, the Pareto fronts, the choice (on stdout, or ``human``: --json's
+    stderr); notes and the no-candidate lines on stderr."""
     from avf.tune.records import read_candidates
 
     status = "measured" if state["costs"].startswith("measured") else "PREDICTED"
-    stdout = Console(width=max(_stdout.width, 150))  # the tables are wide; wrapping them helps nobody
+    # the tables are wide; wrapping them helps nobody
+    stdout = human or Console(width=max(_stdout.width, 150))
     records = {r["id"]: r for r in read_candidates(options.out)}
     stdout.print(Text(f"costs: {state['costs']}", style="bold" if status == "measured" else "bold yellow"),
                  soft_wrap=True)

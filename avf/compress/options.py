@@ -6,7 +6,7 @@ A module of its own, free of torch and ONNX, so the CLI can take its option defa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,9 @@ class CompressOptions(BaseModel):
                           f"{INT4_BLOCK}); larger blocks are faster and lose more GAP.")
     int4_accuracy_level: Literal[INT4_ACCURACY_LEVELS] | None = Field(  # type: ignore[valid-type]
         None, description=f"--int4 only: MatMulNBits arithmetic, 4 INT8 or 1 float32 (default {INT4_ACCURACY}).")
+    #: Where these options came from (avf-compress --config): {"recipe": None, "config": {"path", "sha256"},
+    #: "command_line": [fields typed]}; None from a library caller. Recorded in report.json's options.
+    resolved_from: dict[str, Any] | None = None
 
     def int4_parameters(self) -> dict[str, int]:
         """The MatMulNBits block size and accuracy level an int4 build uses, defaults filled in."""

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,6 +90,9 @@ class TrainSettings(BaseModel):
     # (target = (1 - w) * labels + w * soft; BCE is linear in the target, so this is the weighted sum of both losses).
     distill_from: list[str] = []
     distill_weight: float = Field(0.5, ge=0, le=1)
+    # Where these settings came from (avf train --recipe / --config): {"recipe": name, "config": {"path", "sha256"},
+    # "command_line": [fields typed]}; None when built by a library caller. A record, never part of the run's recipe.
+    resolved_from: dict[str, Any] | None = None
 
 
 #: Settings that may change on --resume: they do not change what is being trained.

@@ -26,7 +26,7 @@ from avf.tune.search import Context, TuneOptions, search
 from avf.tune.space import backends_for, precisions_for, ratio_grid
 from avf.tune.workdir import open_workdir, write_state
 
-IDENTITY_EXCLUDES = {"out", "force", "time_budget", "remote_python"}
+IDENTITY_EXCLUDES = {"out", "force", "time_budget", "remote_python", "resolved_from"}
 
 
 def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
@@ -97,7 +97,7 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
                                                     "max_memory_mib": ctx.max_memory_mib, "batch": options.batch,
                                                     "latency_is": "p99 per request" if options.batch == 1 else
                                                     f"p99 per batch of {options.batch}"},
-                 objective=options.objective, costs=(f"measured: avf-bench on {device.target.name if device else 'this machine'}" if reason is None
+                 objective=options.objective, resolved_from=options.resolved_from, costs=(f"measured: avf-bench on {device.target.name if device else 'this machine'}" if reason is None
                                                      else f"predicted: {reason}"),
                  data={**data, "retention_measured_on": "eval (the selection data)" if not data["test"] else
                        "eval for selection; test (held out) for the chosen artifact"},

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +70,9 @@ class TuneOptions(BaseModel):
     target: str = "local"
     # The device's Python interpreter that has avf installed (with an ssh target).
     remote_python: str = "python3"
+    # Where these options came from (avf tune --config): {"recipe": None, "config": {"path", "sha256"},
+    # "command_line": [fields typed]}; recorded in tune.json, not part of the search's identity.
+    resolved_from: dict[str, Any] | None = None
 
 
 class BudgetSpent(Exception):
