@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script (no CUDA graphs rows)")
     parser.add_argument("--paper-width", type=int, help=argparse.SUPPRESS)  # dry runs on a small model
+    parser.add_argument("--package", type=Path, help="a model.pt2 of the pick compiled already (avf-deploy build): "
+                        "timed as it is, and nothing is compiled here")
     args = parser.parse_args()
     import torch
 
@@ -110,11 +112,16 @@ def main() -> None:
         return TorchAotRunner(path, device, {"rgb": rgb_dim, "audio": audio_dim}, classes, precision,
                               cuda_graphs=graphs and cuda_graphs)
 
+    def built(cuda_graphs: bool):
+        return TorchAotRunner(args.package, device, {"rgb": rgb_dim, "audio": audio_dim}, classes, "fp16",
+                              cuda_graphs=graphs and cuda_graphs)
+
     variants = {
         "paper: PyTorch eager FP32": lambda: PyTorchRunner(copy.deepcopy(paper), device, "fp32"),
         "paper: PyTorch eager FP16": lambda: PyTorchRunner(copy.deepcopy(paper), device, "fp16"),
         "paper: PyTorch FP16, CUDA graphs": lambda: PyTorchRunner(copy.deepcopy(paper), device, "fp16", cuda_graphs=graphs),
         "folded: torch-aot FP16, CUDA graphs": lambda: package(folded, "folded", "fp16", True),
+        "folded: PyTorch FP16, CUDA graphs": lambda: PyTorchRunner(copy.deepcopy(folded), device, "fp16", cuda_graphs=graphs),
         "pick: PyTorch eager FP32": lambda: PyTorchRunner(copy.deepcopy(pick), device, "fp32"),
         "pick: PyTorch FP16, CUDA graphs": lambda: PyTorchRunner(copy.deepcopy(pick), device, "fp16", cuda_graphs=graphs),
         "pick: torch-aot FP16": lambda: package(pick, "pick", "fp16", False),
@@ -122,6 +129,11 @@ def main() -> None:
         "pick: torch-aot BF16, CUDA graphs": lambda: package(pick, "pick", "bf16", True),
         "pick: torch-aot weight-only INT8, CUDA graphs": lambda: package(pick, "pick", "int8-dynamic", True),
     }
+    if args.package:  # the compile-free plan: PyTorch baselines and the package avf-deploy build compiled
+        variants = {name: make for name, make in variants.items() if "torch-aot" not in name}
+        variants["pick: torch-aot FP16 (avf-deploy build)"] = lambda: built(False)
+        if graphs:
+            variants["pick: torch-aot FP16 (avf-deploy build), CUDA graphs"] = lambda: built(True)
     runners = {}
     for name, make in variants.items():
         try:

@@ -39,9 +39,9 @@ def load_target(target: Path, backend: str = "auto", threads: int | None = None,
 def _load_artifact(path: Path, options: RunOptions) -> tuple[Runner, dict]:
     if options.backend in CHECKPOINT_BACKENDS:
         raise InputError(path, f"an artifact runs on {', '.join(ARTIFACT_BACKENDS)}, not {options.backend}")
-    if options.precision or options.cuda_graphs:
-        raise InputError(path, "--precision and --cuda-graphs apply to checkpoints; an artifact keeps the "
-                               "precision avf-compress gave it")
+    if options.precision or (options.cuda_graphs and options.backend != "torch-aot"):
+        raise InputError(path, "--precision applies to checkpoints and --cuda-graphs to checkpoints and torch-aot "
+                               "packages; an artifact keeps the precision avf-compress gave it")
     from avf.deploy.artifact import open_artifact
 
     report = open_artifact(path, deploying=False)  # report checked, every file re-hashed

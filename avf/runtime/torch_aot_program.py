@@ -32,6 +32,8 @@ class TorchAotRunner(RunnerBase):
             raise InputError(path, "CUDA graphs need a package compiled for CUDA (this one is for the CPU)")
         if threads:
             torch.set_num_threads(threads)
+        if device == "cuda":
+            _probe_load(path)
         try:
             loaded = torch._inductor.aoti_load_package(str(path))
         except Exception as exc:  # a package of another PyTorch or device, or a damaged file
@@ -61,6 +63,27 @@ class TorchAotRunner(RunnerBase):
 
     def run(self, rgb: np.ndarray, audio: np.ndarray) -> np.ndarray:
         return self._forward(np.ascontiguousarray(rgb, np.float32), np.ascontiguousarray(audio, np.float32))
+
+
+def _probe_load(path: Path) -> None:
+    """Load the package once in a child process first: on the one H200 image this project was lent (PyTorch
+    2.11.0+cu130), loading a CUDA package crashed the process with a segmentation fault inside
+    ``aoti_load_package``; a crash there becomes one error naming the file instead of killing the command."""
+    import signal
+    import subprocess
+    import sys
+
+    code = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise InputError(path, f"loading the AOTInductor package crashes PyTorch here ({name} in aoti_load_package, "
+                               "in a probe process): this PyTorch build cannot run it; use another backend "
+                               "(onnxruntime-cuda, tensorrt) or another PyTorch")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise InputError(path, f"cannot load the AOTInductor package ({last[:200]}): build it again here with "
+                               "avf-deploy build --backend torch-aot")
 
 
 def open_runner(target: Target, options: RunOptions) -> RunnerBase:
