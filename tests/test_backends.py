@@ -93,7 +93,7 @@ def test_artifact_gpu_backends_run_or_name_what_is_missing(artifact):
     else:  # an engine is only built by avf-compress where TensorRT is present; this artifact has none
         with pytest.raises(InputError, match="no TensorRT engine"):
             load_target(artifact, "tensorrt")
-    with pytest.raises(InputError, match="apply to checkpoints"):
+    with pytest.raises(InputError, match="applies to checkpoints"):
         load_target(artifact, "onnxruntime", precision="fp16")
 
 

@@ -235,3 +235,17 @@ def test_training_epoch_lines_go_to_stderr_and_the_log_and_quiet_hides_them(synt
     text = log.read_text()
     assert re.search(r"^\d{4}-\d\d-\d\d [\d:.]+ INFO +avf.console: epoch 1  loss ", text, re.M), text
     assert "note: --distill-weight does nothing" in text and "exit 0" in text
+
+
+def test_old_spellings_still_work_with_a_note(tmp_path):
+    """--batch (train), --bench-duration (tune) and --bench-seconds (demo) are kept, hidden, for one release: they set
+    the same field as the new spelling and say so."""
+    from avf.cli.options import old_spelling  # noqa: F401  (the one helper all three use)
+
+    code, out, err = cli("train", "-m", "attend_fusion", "--train", tmp_path / "none*.tfrecord", "--batch", 8,
+                         "-o", tmp_path / "run")
+    assert "--batch is now --batch-size" in err
+    assert code == 2  # no such data: refused after the note, nothing written
+    assert not (tmp_path / "run").exists()
+    code, _, err = cli("tune", tmp_path / "none.pt", "-p", "x86-cpu", "-o", tmp_path / "t", "--bench-duration", 0.1)
+    assert "--bench-duration is now --duration" in err and code == 2

@@ -247,7 +247,7 @@ def test_tune_config_flag_precedence_tune_json_records_it_and_json(tiny_run, tmp
     assert "resolved_from" not in identity  # where the settings came from is no part of which search this is
     # the same settings typed as flags continue the same search (nothing rebuilt), not "other settings"
     code, out, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "x86-cpu", "-o", tmp_path / "tune",
-                         "--min-retention", 0.5, "--ratio-step", 0.45, "--calib-size", 64, "--bench-duration", 0.05,
+                         "--min-retention", 0.5, "--ratio-step", 0.45, "--calib-size", 64, "--duration", 0.05,
                          "--max-latency-ms", 1000, "--threads", 1)
     assert code == 0, err
     assert "resuming" in err

@@ -160,7 +160,7 @@ def test_rejected_artifacts_are_refused(artifact, tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = avf("demo", "-o", tmp_path / "demo", "--videos", 300, "--epochs", 1, "--bench-seconds", 0.2)
+    result = avf("demo", "-o", tmp_path / "demo", "--videos", 300, "--epochs", 1, "--duration", 0.2)
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["gap_fp32"] > 0 and summary["gap_retention"] > 0.9 and summary["speedup"] > 1

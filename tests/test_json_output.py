@@ -25,7 +25,7 @@ SCHEMAS = ROOT / "docs" / "schemas"
 
 #: Commands whose --json form has no model yet (ad-hoc dicts in train_commands.py / tune_commands.py): named here so
 #: that a new --json without a schema fails test_every_json_option_has_a_schema.
-NO_SCHEMA_YET = {"eval", "train", "tune"}
+NO_SCHEMA_YET: set[str] = set()
 
 
 # ----------------------------------------------------------------------------- checking a document
@@ -314,6 +314,23 @@ def test_compress_and_build_torch_aot(tiny_run, tmp_path):
 
 
 def test_demo(tmp_path):
-    summary, _ = run_json("demo", "demo", "-o", tmp_path / "demo", "--videos", 100, "--epochs", 1, "--bench-seconds",
+    summary, _ = run_json("demo", "demo", "-o", tmp_path / "demo", "--videos", 100, "--epochs", 1, "--duration",
                           0.1, "--threads", 1, says="every file is in")
     assert summary == json.loads((tmp_path / "demo" / "summary.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the training stage's forms
+
+
+def test_eval_train_and_tune_json(tiny_run, tmp_path):
+    data = tiny_run / "data"
+    metrics, _ = run_json("eval", "eval", tiny_run / "run" / "best.pt", "--data", data / "validate*.tfrecord")
+    assert 0 <= metrics["metrics"]["gap"] <= 1
+    result, err = run_json("train", "train", "-m", "attend_fusion", "--train", data / "train*.tfrecord", "--val",
+                           data / "validate*.tfrecord", "-o", tmp_path / "run", "--epochs", 1, "--width", 16,
+                           "--attention-width", 16, "--heads", 2, "--threads", 1, says="epoch 1")
+    assert result["epochs_done"] == 1 and result["best_epoch"] == 1
+    state, _ = run_json("tune", "tune", tmp_path / "run" / "best.pt", "-p", "x86-cpu", "-o", tmp_path / "tune",
+                        "--ratio-step", 0.45, "--calib-size", 64, "--duration", 0.05, "--threads", 1,
+                        "--time-budget", 0.3, "--max-keep-float", 0, code=(0, 3))
+    assert state["profile"] == "x86-cpu" and state["candidates"] >= 1

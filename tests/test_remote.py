@@ -202,7 +202,7 @@ def test_tune_measures_every_candidate_on_the_device(ssh_device, tiny_run, tmp_p
 
     out = tmp_path / "tune"
     code, _, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "x86-cpu", "-o", out, "--max-latency-ms", 1000,
-                       "--ratio-step", 0.45, "--calib-size", 64, "--bench-duration", 0.05, "--threads", 1,
+                       "--ratio-step", 0.45, "--calib-size", 64, "--duration", 0.05, "--threads", 1,
                        "--finetune-epochs", 0, "--min-retention", 0.5, "--target", ssh_device.target,
                        "--remote-python", ssh_device.python)
     assert code in (0, 3), err
@@ -296,7 +296,7 @@ def test_tune_for_a_tensorrt_profile_on_a_device_without_tensorrt_predicts_and_s
 
     out = tmp_path / "tune"
     code, _, err = cli("tune", tiny_run / "run" / "best.pt", "-p", "jetson-orin-nano-8gb", "-o", out,
-                       "--ratio-step", 0.45, "--calib-size", 64, "--bench-duration", 0.05, "--threads", 1,
+                       "--ratio-step", 0.45, "--calib-size", 64, "--duration", 0.05, "--threads", 1,
                        "--finetune-epochs", 0, "--min-retention", 0.5, "--time-budget", 3,
                        "--target", ssh_device.target, "--remote-python", ssh_device.python)
     assert code in (0, 3), err

@@ -23,7 +23,7 @@ from avf.deploy.manifest import read_manifest, verify_manifest  # noqa: E402
 from avf.train.loop import TrainSettings, train  # noqa: E402
 from cli_harness import cli  # noqa: E402
 
-FAST = ["--ratio-step", "0.3", "--calib-size", "256", "--bench-duration", "0.1", "--threads", "1"]
+FAST = ["--ratio-step", "0.3", "--calib-size", "256", "--duration", "0.1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -435,7 +435,7 @@ def test_an_input_replaced_at_the_same_path_is_named_not_mixed(tiny, tmp_path):
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tiny, tmp_path):
     _, checkpoint, _ = tiny
     out = tmp_path / "busy"
-    args = [checkpoint, "--profile", "x86-cpu", "-o", out, *TINY, "--bench-duration", "5"]  # 5 s per candidate
+    args = [checkpoint, "--profile", "x86-cpu", "-o", out, *TINY, "--duration", "5"]  # 5 s per candidate
     first = subprocess.Popen([sys.executable, "-m", "avf", "tune", *map(str, args)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:

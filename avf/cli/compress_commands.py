@@ -75,6 +75,8 @@ def compress_command(
     device: str = _option("device", "--device", help="torch-aot: the device model.pt2 is compiled for and gated on "
                           "(auto: cuda where PyTorch sees a GPU, else cpu)."),
     seed: int = _option("seed", "--seed", min=0),
+    precision: str = _option("precision", "--precision", help="fp32, fp16, bf16, int8, int8-dynamic or int4: the "
+                             "same as the flags below (avf-bench's spelling)."),
     config: Path = config_option("compress settings (CompressOptions fields: precision, prune, calib_method, ...)"),
     as_json: bool = json_option("compress"),  # report.json, also when rejected (exit 3)
     **precision_flags: bool,
@@ -84,9 +86,13 @@ def compress_command(
     from avf.compress.pipeline import CompressionRejected, compress
     from avf.errors import InputError
 
+    from avf.cli.options import given
+
     chosen = [p.name for name, p in _FLAGGED.items() if precision_flags[name]]
     if len(chosen) > 1:
         raise InputError(None, f"choose one precision, not {' and '.join(PRECISIONS[c].flag for c in chosen)}")
+    if chosen and given(ctx, "precision") and precision != chosen[0]:
+        raise InputError(None, f"--precision {precision} and {PRECISIONS[chosen[0]].flag} disagree: choose one")
     # flag typed > --config > CompressOptions' default; a precision flag counts as a typed precision
     options = resolve_settings(ctx, CompressOptions, {"eval_data": "eval"}, config=config,
                                typed_values={"precision": chosen[0]} if chosen else None,

@@ -493,11 +493,14 @@ def _check_device(device: str) -> None:
 
 
 def demo_command(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("avf-demo"), "--out", "-o", help="The one folder every file goes into."),
     data: str = typer.Option(None, "--data", help="Real YouTube-8M video-level shards (directory or glob) instead of synthetic data."),
     epochs: int = option(run_demo, "epochs", "--epochs", min=1),
     videos: int = option(run_demo, "videos", "--videos", min=100, help="Synthetic videos (without --data)."),
-    bench_seconds: float = option(run_demo, "bench_seconds", "--bench-seconds", min=0.1),
+    bench_seconds: float = option(run_demo, "bench_seconds", "--duration", min=0.1),
+    bench_seconds_alias: float = typer.Option(None, "--bench-seconds", min=0.1, hidden=True,
+                                              help="Old spelling of --duration."),
     threads: int = option(run_demo, "threads", "--threads", min=1),
     force: bool = option(run_demo, "force", "--force", help="Reuse an existing --out folder."),
     as_json: bool = json_option("demo"),
@@ -508,6 +511,11 @@ def demo_command(
     """
     from avf.cli.progress import stderr
 
+    from avf.cli.options import old_spelling
+
+    old_spelling(ctx, "bench_seconds_alias", "--bench-seconds", "--duration", "avf-bench's word for it")
+    if bench_seconds_alias is not None:
+        bench_seconds = bench_seconds_alias
     summary = run_demo(out, data, epochs, videos, bench_seconds=bench_seconds, threads=threads, force=force,
                        say=lambda line: stderr.print(line, markup=False, highlight=False))
     if as_json:

@@ -314,6 +314,58 @@ class DemoSummary(_Result):
 # ----------------------------------------------------------------------------- the registry
 
 
+class Metrics(BaseModel):
+    """The official metrics (avf/metrics.py), as avf eval and training's validation report them."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    gap: float
+    map: float | None = None
+    hit_at_one: float | None = None
+    perr: float | None = None
+    f1: float | None = None
+    num_videos: int | None = None
+
+
+class EvalResult(_Result):
+    checkpoint: str
+    data: str
+    model: str
+    epoch: int | None = None
+    metrics: Metrics
+
+
+class TrainResult(BaseModel):
+    """``avf train --json``: the best epoch (as best.pt is chosen) and the last, the resolved settings, the run."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    out: str
+    checkpoints: dict[str, str]
+    best_epoch: int | None
+    best: dict[str, Any] | None
+    last: dict[str, Any] | None
+    epochs_done: int = Field(ge=0)
+    stopped_early: int | None = None
+    settings: dict[str, Any]
+    run: dict[str, Any] | None = None
+
+
+class TuneResult(BaseModel):
+    """``avf tune --json``: the search's state, as OUT/tune.json holds it (the chosen candidate, or the closest)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    status: str
+    profile: str
+    constraints: dict[str, Any]
+    objective: str
+    costs: str
+    space: dict[str, Any]
+    strategy: dict[str, Any]
+    candidates: int = Field(ge=0)
+    chosen: dict[str, Any] | None
+    closest: dict[str, Any] | None = None
+    pareto: dict[str, list[str]] | None = None
+
+
 def schemas() -> dict[str, type[BaseModel]]:
     """Every ``--json`` form (``docs/schemas/<form>.schema.json``) and its model, in the CLI's order."""
     from avf.compress.report import ArtifactReport
@@ -327,6 +379,8 @@ def schemas() -> dict[str, type[BaseModel]]:
         "data-inspect": InspectResult,
         "data-verify": StoreVerifyResult,
         "models": ModelsResult,
+        "train": TrainResult,
+        "eval": EvalResult,
         "compress": ArtifactReport,
         "profiles": ProfilesResult,
         "bench": BenchRecord,
@@ -338,6 +392,7 @@ def schemas() -> dict[str, type[BaseModel]]:
         "deploy-build": BuildResult,
         "deploy-triton": TritonResult,
         "demo": DemoSummary,
+        "tune": TuneResult,
     }
 
 

@@ -215,3 +215,12 @@ def resolve_settings(ctx: typer.Context, schema: type[Settings], renamed: dict[s
         flag = flags.get(missing[0], "--" + missing[0].replace("_", "-"))
         raise InputError(None, f"{flag} is required (on the command line, or as `{missing[0]}:` in --config)")
     return Resolved(validated(schema, flags, **layers), typed, explicit)
+
+
+def old_spelling(ctx: typer.Context, name: str, old: str, new: str, why: str) -> None:
+    """A hidden option kept under its old spelling for one release: used when typed, with a note naming the new one
+    (the settings resolution maps the parameter ``name`` to the new option's field)."""
+    if given(ctx, name):
+        from avf.cli.progress import note
+
+        note(f"{old} is now {new} ({why}); {old} still works in this release and will be removed")

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from avf.cli.json_output import emit, json_option
 from avf.cli.options import choices, config_option, option
 from avf.recipes import DEFAULT_RECIPE
 from avf.train.loop import TrainSettings
@@ -27,7 +28,7 @@ Device = choices(TrainSettings, "device")
 Precision = choices(TrainSettings, "precision")
 
 #: Options named otherwise than their TrainSettings field.
-_FIELD_OF_OPTION = {"classes": "num_classes"}
+_FIELD_OF_OPTION = {"classes": "num_classes", "batch_alias": "batch_size"}
 
 _option = partial(option, TrainSettings)
 
@@ -49,7 +50,8 @@ def train_command(
     epochs: int = _option("epochs", "--epochs", default=None, help=f"Total epochs (default "
                           f"{TrainSettings.model_fields['epochs'].default}, or the recipe's; on --resume: the run's "
                           "own)."),
-    batch_size: int = _option("batch_size", "--batch-size", "--batch", help="Per process (torchrun multiplies it)."),
+    batch_size: int = _option("batch_size", "--batch-size", help="Per process (torchrun multiplies it)."),
+    batch_alias: int = typer.Option(None, "--batch", min=1, hidden=True, help="Old spelling of --batch-size."),
     lr: float = _option("lr", "--lr", help="Must be > 0."),
     weight_decay: float = _option("weight_decay", "--weight-decay"),
     schedule: Schedule = _option("schedule", "--schedule", help="constant or cosine."),
@@ -84,13 +86,11 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run avf wrote (only the "
                                "run's own files are rewritten; any other folder is refused)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run's result as one JSON document on stdout (the "
-                                 "best epoch and its metrics, the last epoch, the resolved settings); the per-epoch "
-                                 "lines and notes go to stderr."),
+    as_json: bool = json_option("train"),  # the best epoch and its metrics, the last, the resolved settings
 ) -> None:
     """Train a registry model (AdamW, BCE); checkpoints best.pt/last.pt, logs metrics.csv/json."""
     from avf.cli.json_output import human
-    from avf.cli.options import given, resolve_settings
+    from avf.cli.options import given, old_spelling, resolve_settings
     from avf.cli.progress import note, stderr
     from avf.errors import InputError
     from avf.recipes import recipe_path
@@ -98,6 +98,8 @@ def train_command(
 
     if resume and force:
         raise InputError(None, "--resume continues the run in --out and --force starts it over: choose one")
+    old_spelling(ctx, "batch_alias", "--batch", "--batch-size",
+                 "--batch names inference batch sizes in avf-bench and avf tune")
     resolved = resolve_settings(ctx, TrainSettings, _FIELD_OF_OPTION, config=config, recipe=recipe_path(recipe),
                                 recipe_name=recipe, recipe_given=given(ctx, "recipe"), what="training settings file")
     settings = resolved.settings
@@ -112,7 +114,7 @@ def train_command(
         human(as_json).print(f"checkpoints in {settings.out}/ (best.pt, last.pt), metrics in {settings.out}/metrics.csv",
                              soft_wrap=True, markup=False)
     if as_json:
-        typer.echo(json.dumps(_summary(result), indent=2, default=str))
+        emit(json.loads(json.dumps(_summary(result), default=str)))
 
 
 def _summary(result: dict) -> dict:
@@ -134,7 +136,7 @@ def eval_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by avf train."),
     data: str = typer.Option(..., "--data", help="Feature store, TFRecord directory or quoted glob."),
     batch_size: int = _option("eval_batch_size", "--batch-size", min=1),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    as_json: bool = json_option("eval"),
 ) -> None:
     """Score a checkpoint on data: GAP, mAP, Hit@1, PERR, F1 (official YouTube-8M definitions)."""
     from avf.data.vocabulary import check_same_vocabulary
@@ -155,8 +157,8 @@ def eval_command(
     check_same_vocabulary(payload.get("vocabulary_sha256"), checkpoint, dataset.vocabulary_sha256, data)
     metrics = evaluate_model(model, dataset, batch_size)
     if as_json:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "data": data, "model": payload["model"]["name"],
-                               "epoch": payload.get("epoch"), "metrics": metrics}, indent=2))
+        emit({"checkpoint": str(checkpoint), "data": data, "model": payload["model"]["name"],
+              "epoch": payload.get("epoch"), "metrics": metrics})
         return
     stdout.print(f"{payload['model']['name']} (epoch {payload.get('epoch')}) on {dataset.description}:", soft_wrap=True, markup=False)
     stdout.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "num_videos"), soft_wrap=True)

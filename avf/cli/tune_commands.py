@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from avf.cli.json_output import emit, json_option
 from avf.cli.options import config_option, option
 from avf.cli.progress import stderr
 from avf.errors import ExitCode
@@ -54,8 +55,10 @@ def tune_command(
                                 help="Prune-ratio grid step (0 to 0.9) bisection chooses on."),
     max_keep_float: int = _option("max_keep_float", "--max-keep-float",
                                   help="INT8 mixed precision: at most k layers kept float."),
-    bench_duration: float = _option("bench_duration", "--bench-duration",
-                                    help="Timed seconds per avf-bench measurement."),
+    bench_duration: float = _option("bench_duration", "--duration",
+                                    help="Timed seconds per avf-bench measurement (avf-bench's --duration)."),
+    bench_duration_alias: float = typer.Option(None, "--bench-duration", min=0.0, hidden=True,
+                                               help="Old spelling of --duration."),
     threads: int = _option("threads", "--threads", default=None,
                            help="CPU threads (default: the cores this process may use)."),
     seed: int = _option("seed", "--seed"),
@@ -64,9 +67,7 @@ def tune_command(
     remote_python: str = _option("remote_python", "--remote-python",
                                  help="The device's Python interpreter that has avf installed (with --target ssh://...)."),
     config: Path = config_option("search settings (TuneOptions fields: profile, min_retention, ratio_step, ...)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the search's state as one JSON document on stdout "
-                                 "(tune.json: the choice, the Pareto fronts, the strategy); tables and notes go to "
-                                 "stderr."),
+    as_json: bool = json_option("tune"),  # tune.json: the choice, the Pareto fronts, the strategy
 ) -> None:
     """Search prune ratio x precision x calibration x mixed precision for PROFILE; exit 3 if nothing meets every constraint."""
     from avf.cli.options import resolve_settings, target_of
@@ -74,7 +75,11 @@ def tune_command(
     from avf.tune.run import tune
 
     # flag typed > --config > the cores this process may use (threads) > TuneOptions' default
-    options = resolve_settings(ctx, TuneOptions, {"eval_data": "eval"}, config=config,
+    from avf.cli.options import old_spelling
+
+    old_spelling(ctx, "bench_duration_alias", "--bench-duration", "--duration", "avf-bench's word for it")
+    options = resolve_settings(ctx, TuneOptions, {"eval_data": "eval", "bench_duration_alias": "bench_duration"},
+                               config=config,
                                computed={"threads": default_threads()}, what="tune settings file").settings
     # refuses a malformed target, notes a --remote-python that does nothing
     target_of(ctx, options.target, options.remote_python)
@@ -83,7 +88,7 @@ def tune_command(
         state = tune(options, say=say, on_record=on_record, on_plan=on_plan)
     _print(state, options, stderr if as_json else None)
     if as_json:
-        typer.echo(json.dumps(state, indent=2, default=str))
+        emit(json.loads(json.dumps(state, default=str)))
     if state["chosen"] is None:
         raise typer.Exit(ExitCode.BELOW_BAR)  # outputs written, nothing chosen
 

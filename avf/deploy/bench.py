@@ -119,7 +119,7 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
     return result
 
 
-def _floor(target: Path, runner, facts: dict, device: str, threads: int, result: dict) -> dict:
+def _floor(target: Path, runner, facts: dict, device: str, threads: int, result: dict) -> dict | None:
     """The floor of every measured p50. Measured last, so its copy disturbs no timed run and no memory figure
     (the process peak of a later bench in this process includes it: ``model_rss_mib`` is unaffected)."""
     rows = []
@@ -133,13 +133,17 @@ def _floor(target: Path, runner, facts: dict, device: str, threads: int, result:
     else:
         bandwidth = machine.cpu_bandwidth(threads)
         cache = machine.last_level(machine.cpu_caches())
-    return machine.floor(weights_read(target, runner, facts), bandwidth, cache, rows)
+    try:
+        weights = weights_read(target, runner, facts)
+    except (KeyError, OSError):  # a runner that names no model file: no floor rather than a made-up one
+        return None
+    return machine.floor(weights, bandwidth, cache, rows)
 
 
 def weights_read(target: Path, runner, facts: dict) -> dict:
     """What the runner reads per call, {bytes, method}: an ONNX file's initializers (the file it runs), an
     engine's file size (a proxy: it also holds kernels), or a checkpoint's tensors at the run precision."""
-    if facts["kind"] == "checkpoint":
+    if facts.get("kind") == "checkpoint":
         from avf.train.checkpoint import load_checkpoint
 
         size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(facts["precision"], 4)
