@@ -539,3 +539,26 @@ def test_compress_summary_prints_a_null_retention_ratio(world):
     finally:
         compress_commands.stdout = saved
     assert "ratio n/a: reference is 0" in buffer.getvalue()
+
+
+@pytest.mark.parametrize("command, module, function", [
+    (["models"], "avf.models", "parameter_count"),
+    (["profiles"], "avf.deploy.profiles", "all_profiles"),
+])
+def test_a_bug_is_exit_70_distinct_from_every_other_code(monkeypatch, tmp_path, command, module, function):
+    """An unexpected exception is not bad input (2), a mismatch (1) or below the bar (3): one ``internal error:``
+    line naming where its traceback was written, exit 70 (tests/test_cli_logging.py covers the rest of the path)."""
+    import importlib
+
+    from avf.errors import ExitCode
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(importlib.import_module(module), function, bug)
+    monkeypatch.setenv("AVF_CACHE", str(tmp_path))
+    code, _, err = cli(*command)
+    assert code == ExitCode.INTERNAL == 70 and code not in (ExitCode.MISMATCH, ExitCode.BAD_INPUT, ExitCode.BELOW_BAR)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("internal error: ZeroDivisionError: a bug (full traceback: ")
+    assert any((tmp_path / "tracebacks").iterdir())
