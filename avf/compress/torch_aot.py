@@ -35,7 +35,6 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic")
 #: The batch axis of the exported program: any batch in 1..MAX_BATCH runs without recompiling.
 MAX_BATCH = 4096
 WEIGHTS_FORMAT = "avf-compressed-model"
-DEVICES = ("cpu", "cuda")
 
 
 def unavailable_reason(device: str) -> str | None:
@@ -57,6 +56,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def float_dtype(precision: str) -> torch.dtype:
+    """The floating type the package computes in: fp16 or bf16 as named, float32 otherwise (int8-dynamic's
+    activations included)."""
+    from avf.runtime.pytorch_model import PRECISIONS as FLOATS, torch_dtype
+
+    return torch_dtype(precision) if precision in FLOATS else torch.float32
+
+
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(torch.cuda.current_device())
@@ -72,7 +79,7 @@ def weights_payload(model: nn.Module, config: dict, num_classes: int, fold: bool
     """``model.pt``'s content: the compressed model's weights and what rebuilds its structure. Weights are kept in
     the engine's float precision where it is fp16 or bf16 (the package rounds them to it anyway: half the bytes
     to carry to the device), else float32."""
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    dtype = float_dtype(precision)
     state = {name: tensor.detach().to(dtype if tensor.is_floating_point() else tensor.dtype).cpu().contiguous()
              for name, tensor in model.state_dict().items()}
     return {"format": WEIGHTS_FORMAT, "model": dict(config), "num_classes": int(num_classes), "fold": bool(fold),
@@ -178,7 +185,7 @@ def engine_module(model: nn.Module, precision: str, device: str) -> Engine:
         raise InputError(None, f"--backend torch-aot compiles {', '.join(PRECISIONS)}, not {precision} "
                                "(static INT8 and INT4 are ONNX formats: ONNX Runtime or TensorRT)")
     model = copy.deepcopy(model).eval().float()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    dtype = float_dtype(precision)
     if precision == "int8-dynamic":
         model = _int8_weight_only(model)
     else:

@@ -56,9 +56,9 @@ def benchmark(target: str | Path, backend: str = "auto", batches: list[int] | No
     LoadGen scenario over the same runner (:mod:`avf.deploy.loadgen`), its summary under ``loadgen``."""
     target = Path(target)
     if loadgen is not None:
-        from avf.deploy.loadgen import require_loadgen
+        from avf.deploy.loadgen import check_loadgen
 
-        require_loadgen()  # before any loading or timing
+        check_loadgen(loadgen["scenario"], loadgen.get("target_qps"))  # before any loading or timing
     batches = batches or list(BATCHES)
     scenarios = scenarios or list(SCENARIOS)
     for scenario in scenarios:
@@ -135,7 +135,7 @@ def _floor(target: Path, runner, facts: dict, device: str, threads: int, result:
         cache = machine.last_level(machine.cpu_caches())
     try:
         weights = weights_read(target, runner, facts)
-    except (KeyError, OSError):  # a runner that names no model file: no floor rather than a made-up one
+    except OSError:  # a runner that names no model file there: no floor rather than a made-up one
         return None
     return machine.floor(weights, bandwidth, cache, rows)
 

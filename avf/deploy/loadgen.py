@@ -30,7 +30,13 @@ SUMMARY_FILE = "mlperf_log_summary.txt"
 DETAIL_FILE = "mlperf_log_detail.txt"
 
 
-def require_loadgen():
+def check_loadgen(scenario: str, target_qps: float | None):
+    """LoadGen's module, once the scenario and its settings are known to make a run: the one check of both, made
+    before any model is loaded (avf-bench) and again by :func:`run_loadgen`."""
+    if scenario not in SCENARIOS:
+        raise InputError(None, f"--loadgen {scenario}: choose one of {', '.join(SCENARIOS)}")
+    if scenario == "Server" and not target_qps:
+        raise InputError(None, "--loadgen Server needs --target-qps (the Poisson arrival rate to test)")
     try:
         import mlperf_loadgen
     except ImportError:
@@ -77,11 +83,7 @@ def run_loadgen(run, scenario: str, out_dir: Path, inputs: tuple[np.ndarray, np.
     ``inputs`` are the sample pool (rgb, audio rows), all loaded up front (the QSL's performance set).
     Server needs ``target_qps`` (and takes ``target_latency_ms``, LoadGen's default otherwise).
     """
-    lg = require_loadgen()
-    if scenario not in SCENARIOS:
-        raise InputError(None, f"--loadgen {scenario}: choose one of {', '.join(SCENARIOS)}")
-    if scenario == "Server" and not target_qps:
-        raise InputError(None, "--loadgen Server needs --target-qps (the Poisson arrival rate to test)")
+    lg = check_loadgen(scenario, target_qps)
     rgb, audio = (np.ascontiguousarray(a, np.float32) for a in inputs)
     count = len(rgb)
     expected = _expected_latency_s(run, rgb, audio, samples_per_query if scenario == "MultiStream" else

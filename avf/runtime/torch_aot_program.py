@@ -88,7 +88,7 @@ def _probe_load(path: Path) -> None:
 
 def open_runner(target: Target, options: RunOptions) -> RunnerBase:
     report = target.report
-    build = report.get("torch_aot") if hasattr(report, "get") else getattr(report, "torch_aot", None)
+    build = report.get("torch_aot")
     if not build or not build.get("built"):
         raise InputError(target.path, "the artifact has no compiled PyTorch package: compress with --backend "
                                       "torch-aot, or build one with avf-deploy build --backend torch-aot")

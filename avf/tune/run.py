@@ -46,7 +46,8 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
     profile, payload, data = inputs.profile, inputs.payload, inputs.specs
     from avf.tune.cost import local_build
 
-    precisions, skipped = precisions_for(profile, local_build(profile, device).get("backend", "onnxruntime"))
+    build = local_build(profile, device)  # how candidates are compiled when this machine's GPU is the profile's
+    precisions, skipped = precisions_for(profile, build.get("backend", "onnxruntime"))
     if "int8" in precisions and data["calib"] is None:
         precisions.remove("int8")
         skipped["int8"] = "no calibration data: pass --calib"
@@ -62,11 +63,11 @@ def tune(options: TuneOptions, say: Callable[[str], None] = lambda line: None,
     with open_workdir(options.out, identity, force=options.force, inputs=inputs.paths,
                       describe=describe_difference) as (state, resumed):
         return _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan,
-                        device)
+                    device, build)
 
 
 def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say, on_record, on_plan,
-         device=None) -> dict:
+         device=None, build: dict | None = None) -> dict:
     """The search in the locked working folder, then the choice and everything written from it."""
     from avf.tune import cost as costs
     from avf.tune.cache import DistillCache
@@ -74,12 +75,13 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
     out, profile, data = Path(options.out), inputs.profile, inputs.specs
     reason = costs.measurable_on(profile, device)
     measured = f"measured on {device.target.name} with avf-bench" if device else "measured here with avf-bench"
-    if costs.local_build(profile, device):
-        measured += f" on {costs.local_gpu(profile)} ({costs.local_build(profile, device)['backend']})"
+    build = build or {}
+    if build:
+        measured += f" on {costs.local_gpu(profile)} ({build['backend']})"
     ctx = Context(options=options, profile=profile, out=out, data=data,
                   max_latency_ms=options.max_latency_ms or profile.budgets.latency_ms,
                   max_memory_mib=options.max_memory_mib or profile.budgets.memory_mib, measure_reason=reason,
-                  device=device, build=costs.local_build(profile, device),
+                  device=device, build=build,
                   cache=DistillCache(out / "cache", inputs.content["checkpoint_sha256"]),
                   num_classes=inputs.payload["num_classes"], loaded=inputs.data, reference=inputs.model,
                   on_record=on_record, say=say)
