@@ -125,7 +125,7 @@ def test_the_recipes_hold_their_documented_values():
     # yt8m-best: docs/results/split45k section 0's common recipe (FC Early Fusion 74.20 at width 2048)
     assert best == {"epochs": 10, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine",
                     "warmup_epochs": 0.0, "dropout": 0.4, "prior_init": True, "identity_attention": True,
-                    "batch_norm": True, "ema": 0.0, "label_smoothing": 0.0, "mixup": 0.0}
+                    "batch_norm": True, "clip_grad_norm": 0.0, "ema": 0.0, "label_smoothing": 0.0, "mixup": 0.0}
     assert "74.20" in recipe_paths()["yt8m-best"].read_text()  # the row it stands on is cited
 
 

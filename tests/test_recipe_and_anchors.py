@@ -158,6 +158,29 @@ def test_early_stop_stops_when_validation_gap_stalls(data, tmp_path, monkeypatch
         train(_settings(data, tmp_path / "noval", val=None, early_stop=2))
 
 
+def test_gradient_clipping_bounds_every_step(data, tmp_path):
+    """--clip-grad-norm clips the true (unscaled) gradients' global norm before the optimizer sees them."""
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):  # the norm the optimizer is about to apply, after any clipping
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = record
+    try:
+        train(_settings(data, tmp_path / "plain", epochs=1))
+        plain, seen[:] = list(seen), []
+        result = train(_settings(data, tmp_path / "clipped", epochs=1, clip_grad_norm=0.05))
+    finally:
+        torch.optim.AdamW.step = original
+    assert max(plain) > 0.05  # the data's gradients exceed the bound, so the clip is exercised
+    assert seen and max(seen) <= 0.05 * (1 + 1e-4)
+    assert result["settings"]["clip_grad_norm"] == 0.05
+    assert load_checkpoint(tmp_path / "clipped" / "best.pt")["settings"]["clip_grad_norm"] == 0.05
+
+
 def test_mixup_mixes_inputs_and_targets_with_one_lambda():
     settings = _settings_for_unit(mixup=0.4)
     rgb, audio = torch.randn(8, 1024), torch.randn(8, 128)

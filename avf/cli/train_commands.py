@@ -72,6 +72,8 @@ def train_command(
                                        help="Start attention value/output projections at the identity."),
     batch_norm: bool = _option("batch_norm", "--batch-norm/--no-batch-norm",
                                help="BatchNorm after every Linear of the FC stacks."),
+    clip_grad_norm: float = _option("clip_grad_norm", "--clip-grad-norm", help="Clip the gradients' global L2 "
+                                    "norm to this before each step (0: off)."),
     ema: float = _option("ema", "--ema", help="Exponential moving average of the weights, decay per step, e.g. "
                          "0.999 (0: off); best.pt holds the averaged weights."),
     early_stop: int = _option("early_stop", "--early-stop", help="Stop after this many epochs without a better "

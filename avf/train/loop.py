@@ -78,6 +78,9 @@ class TrainSettings(BaseModel):
     # Recipe options (issue 13), all off by default; see docs/results/split45k/README.md for what each is worth.
     # BatchNorm1d after every Linear of the model's FC stacks (a model setting).
     batch_norm: bool = False
+    # Clip the gradients' global L2 norm to this before each step (0: off): the usual guard for deep residual and
+    # attention stacks whose first steps blow up (Residual Attention Early Fusion at lr 1e-3, docs/results/split45k/).
+    clip_grad_norm: float = Field(0.0, ge=0)
     # Exponential moving average of the weights (decay per step, 0: off); scored and saved in best.pt.
     ema: float = Field(0.0, ge=0, lt=1)
     # Stop when validation GAP has not improved for this many epochs (0: off; needs val).
@@ -564,6 +567,9 @@ def _step(run: _Run, rgb, audio, targets):
     with torch.autocast(run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
         loss = run.loss_fn(run.net(rgb, audio).float(), targets)
     run.scaler.scale(loss).backward()
+    if run.settings.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not fp16's scaled ones
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.settings.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
