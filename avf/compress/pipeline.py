@@ -28,7 +28,7 @@ from avf.compress.export import OPSET, export_model, require_onnx, save_model, s
 from avf.compress.fold import count_parameters, fold_model
 from avf.compress.options import CompressOptions
 from avf.compress.precisions import calibrating, precision_named
-from avf.compress.prune import check_ratio_honoured, distill, hidden_widths, prune_channels
+from avf.compress.prune import check_ratio_honoured, distill, distill_device, hidden_widths, prune_channels
 from avf.compress.quantize import BuildInputs, shipped_models
 from avf.compress.report import (CPU_MODEL_FILE, ENGINE_FILE, FORMAT, IO, MODEL_FILE, REPORT_FILE, ArtifactReport,
                                  CheckpointRecord, CpuModel, FileRecord, FoldStage, ModelRecord, PrecisionStage,
@@ -225,9 +225,15 @@ def _prune(job: _Job, teacher: nn.Module, params: int, say, progress, distill_ca
             if distill_cache is not None:
                 distill_cache.save(options, model, losses)
         stage.update(finetune_epochs=options.finetune_epochs, finetune_lr=options.finetune_lr, finetune_losses=losses,
-                     finetune_videos=len(train_data))
+                     finetune_videos=len(train_data), finetune_device=_device_name(distill_device()))
     say(f"  {params:,} -> {stage['params_after']:,} parameters")
     return model, PruneStage(**stage)
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _export(job: _Job, model: nn.Module, metadata: dict, say):

@@ -74,29 +74,48 @@ def hidden_widths(model: nn.Module) -> list[int]:
     return [m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m not in head]
 
 
-def teacher_probabilities(teacher: nn.Module, data: TrainingData, batch_size: int = 1024) -> np.ndarray:
+def distill_device() -> torch.device:
+    """Where pruning's distillation runs: the GPU when there is one (minutes of CPU become seconds), else the CPU.
+
+    Only the training moves: the distilled weights come back to the CPU, where export and quantization work."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def teacher_probabilities(teacher: nn.Module, data: TrainingData, batch_size: int = 1024,
+                          device: torch.device | None = None) -> np.ndarray:
     """The teacher's probabilities for every video of ``data`` (float32, eval mode): distill's soft targets."""
-    teacher.eval()
+    device = distill_device() if device is None else device
+    teacher = _on(teacher, device).eval()
     out = np.empty((len(data), data.num_classes), np.float32)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             indices = np.arange(start, min(start + batch_size, len(data)))
-            rgb, audio, _ = (torch.from_numpy(a) for a in data.batch(indices))
-            out[start:start + len(indices)] = torch.sigmoid(teacher(rgb, audio)).numpy()
+            rgb, audio, _ = (torch.from_numpy(a).to(device) for a in data.batch(indices))
+            out[start:start + len(indices)] = torch.sigmoid(teacher(rgb, audio)).float().cpu().numpy()
     return out
+
+
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``: itself on the CPU, a copy elsewhere (the caller's teacher stays where it is)."""
+    return model if device.type == "cpu" else copy.deepcopy(model).to(device)
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: int, batch_size: int = 256,
             lr: float = 1e-4, seed: int = 0, hard_weight: float = 0.5,
             on_epoch: Callable[[int, float], None] | None = None, on_batch: Callable[[int], None] | None = None,
-            soft_targets: Callable[[np.ndarray], torch.Tensor] | None = None) -> list[float]:
+            soft_targets: Callable[[np.ndarray], torch.Tensor] | None = None,
+            device: torch.device | None = None) -> list[float]:
     """Fine-tune ``student`` towards ``teacher``'s probabilities (and the true labels).
 
     Loss: (1 - hard_weight) * BCE(student, teacher probabilities) + hard_weight * BCE(student,
     labels). Returns the mean loss per epoch. The teacher is left untouched. ``soft_targets``
     (video indices -> the teacher's probabilities, computed once) replaces the teacher's forward
-    pass: a search that distils several pruned students from one teacher pays for it once.
+    pass: a search that distils several pruned students from one teacher pays for it once. It runs on
+    ``device`` (default :func:`distill_device`); the student is back on the CPU when it returns.
     """
+    device = distill_device() if device is None else device
+    student.to(device)
+    teacher = teacher if soft_targets is not None else _on(teacher, device)
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
@@ -108,9 +127,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: 
         total, batches = 0.0, 0
         for start in range(0, len(order), batch_size):
             indices = np.sort(order[start:start + batch_size])
-            rgb, audio, labels = (torch.from_numpy(a) for a in data.batch(indices))
+            rgb, audio, labels = (torch.from_numpy(a).to(device) for a in data.batch(indices))
             if soft_targets is not None:
-                soft = soft_targets(indices)
+                soft = soft_targets(indices).to(device)
             else:
                 with torch.no_grad():
                     soft = torch.sigmoid(teacher(rgb, audio))
@@ -127,5 +146,5 @@ def distill(student: nn.Module, teacher: nn.Module, data: TrainingData, epochs: 
         losses.append(total / max(batches, 1))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    student.eval()
+    student.to("cpu").eval()
     return losses

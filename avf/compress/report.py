@@ -92,6 +92,7 @@ class PruneStage(ReportPart):
     finetune_lr: float | None = None
     finetune_losses: list[float] | None = None
     finetune_videos: int | None = None
+    finetune_device: str | None = None  # where the distillation ran (cpu, or the GPU's name)
 
 
 class Calibration(ReportPart):
