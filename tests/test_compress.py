@@ -196,3 +196,24 @@ def test_int8_without_evaluation_data_is_refused(trained, tmp_path):
     result = avf_compress(run / "best.pt", "--int8")
     assert result.returncode == 2 and "INT8 needs calibration and evaluation data: pass --calib/--eval" in result.stderr
     assert not (run / "best.int8").exists()
+
+
+def test_static_int8_hands_onnx_runtime_a_file_and_leaves_the_model_untouched(tmp_path):
+    """ONNX Runtime 1.30's quant_pre_process, given a ModelProto, moved its weights out and left the proto pointing at
+    a "foo.bin" that does not exist (every static INT8 build of a 37M-parameter model failed on the GPU machine)."""
+    import numpy as np
+
+    from avf.compress.export import export_model
+    from avf.compress.quantize import BuildInputs, to_int8_static
+    from avf.models import build_model
+
+    model = build_model("fc_early_fusion", num_classes=6, width=32).eval()
+    proto = export_model(model, 1024, 128, {"model": "fc_early_fusion"})
+    before = proto.SerializeToString()
+    rng = np.random.default_rng(0)
+    calibration = [(rng.standard_normal((8, 1024)).astype(np.float32), rng.standard_normal((8, 128)).astype(np.float32))
+                   for _ in range(2)]
+    (tmp_path / "work").mkdir()
+    quantized = to_int8_static(proto, BuildInputs(tmp_path / "work", calibration=calibration))
+    assert proto.SerializeToString() == before
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in quantized.graph.node}

@@ -162,8 +162,11 @@ def to_int8_static(model, inputs: BuildInputs):
     reader = ArrayCalibrationReader(iter(inputs.calibration))
     reader.input_names = graph_input_names(model)
     workdir = Path(inputs.workdir).resolve()  # absolute: the paths survive the chdir below
-    prepared, quantized = workdir / "prepared.onnx", workdir / "quantized.onnx"
-    quant_pre_process(model, str(prepared), skip_symbolic_shape=True)  # takes the model's weights out of it
+    source, prepared, quantized = workdir / "float.onnx", workdir / "prepared.onnx", workdir / "quantized.onnx"
+    # From a file, not the ModelProto: ONNX Runtime 1.30's quant_pre_process moves an in-memory model's weights into
+    # session initializers and leaves the proto pointing at a "foo.bin" that does not exist (it then fails to load).
+    onnx.save(model, str(source))
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     cwd = os.getcwd()
     os.chdir(workdir)  # the calibrator writes its augmented model into the working directory
     try:
