@@ -33,11 +33,11 @@ def _finished(run: Path, epochs: int) -> bool:
     from avf.documents import read_mapping
 
     log = read_mapping(history, "a training metrics log")
-    return len(log["history"]) >= epochs or bool(log.get("stopped_early"))
+    return len(log["history"]) >= epochs or bool(log.get("stopped_early")) or bool(log.get("collapsed"))
 
 
 def train_models(args) -> list[dict]:
-    from avf.train.loop import train
+    from avf.train.loop import TrainingDiverged, train
 
     rows = []
     for name in args.models:
@@ -51,7 +51,12 @@ def train_models(args) -> list[dict]:
             started = time.perf_counter()
             resume = (run / "last.pt").is_file()
             print(f"== {name}: training ({'resuming' if resume else 'new run'})", flush=True)
-            train(settings, resume=resume, console=_console(), resume_epochs=args.epochs)
+            try:
+                train(settings, resume=resume, console=_console(), resume_epochs=args.epochs)
+            except TrainingDiverged as exc:  # a collapsed run is tabulated as such; a diverged one wrote nothing
+                print(f"== {name}: {exc}", flush=True)
+                if not _finished(run, args.epochs):
+                    continue
             print(f"== {name}: {time.perf_counter() - started:.0f} s", flush=True)
         rows.append(_row(name, run))
     return rows
@@ -125,6 +130,7 @@ def _row(name: str, run: Path) -> dict:
         "step_ms_per_batch": best["step_ms_per_batch"],
         "epoch_seconds": best["epoch_seconds"],
         "device": log["run"]["device"],
+        "collapsed_at": log.get("collapsed", {}).get("epoch"),
     }
 
 
@@ -149,7 +155,8 @@ def write_tables(rows: list[dict], args) -> None:
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in members:
             paper = [r[k] if r[k] is not None else "-" for k in ("paper_gap", "paper_f1", "paper_params_m")]
-            lines.append(f"| {r['paper_name']} | {r['gap']:.2f} | {r['f1']:.2f} | {r['params_m']:.1f} | {paper[0]} "
+            gap = f"{r['gap']:.2f}" if not r.get("collapsed_at") else f"**collapsed** at epoch {r['collapsed_at']} ({r['gap']:.2f} before)"
+            lines.append(f"| {r['paper_name']} | {gap} | {r['f1']:.2f} | {r['params_m']:.1f} | {paper[0]} "
                          f"| {paper[1]} | {paper[2]} | {r['best_epoch']}/{r['epochs']} |")
         lines.append("")
     lines += ["## Training throughput (data loader alone vs training step, per batch)", "",
