@@ -91,6 +91,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10, help="the common recipe's (20 for the students)")
     parser.add_argument("--student-epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=3, help="avf tune's distillation epochs per ratio")
+    parser.add_argument("--student-only", default=None, metavar="NAME",
+                        help="a second call: the teachers, this one student (e.g. ef_w4096) and the searches only")
     args = parser.parse_args()
     start = time.monotonic()
     at = lambda fraction: start + fraction * args.deadline  # noqa: E731
@@ -111,6 +113,8 @@ def main() -> int:
                      "teach_b": [teach["t_cg_moe"], teach["t_af_no_attention"], teach["t_fc_late"]]}
 
     # the table lanes run on through stage 2; stage 2 starts when the teachers are done
+    if args.student_only:  # every teacher in its own lane, no table lanes
+        stage1_tables, teacher_lanes = {}, {name: [command] for name, command in teach.items()}
     tables_thread = threading.Thread(target=run_stage, args=(stage1_tables, r, at(0.55), at(0.62), record))
     tables_thread.start()
     run_stage(teacher_lanes, r, at(0.30), at(0.36), record)
@@ -120,10 +124,13 @@ def main() -> int:
             if (r / name / "best.pt").is_file()]
     stage2 = {"ensemble": [[sys.executable, str(REPO / "tools" / "ensemble_eval.py"),
                             *[str(r / n / "best.pt") for n in TEACHERS], "--data", str(s / "val"), "--threads", "2"]]}
-    for name, extra in STUDENTS.items():
+    students_run = {args.student_only: STUDENTS[args.student_only]} if args.student_only else STUDENTS
+    if args.student_only:
+        stage2 = {}
+    for name, extra in students_run.items():
         stage2[f"d_{name}"] = [train(2, f"d_{name}", *extra, *STUDENT[:2], *soft, "--distill-weight", "0.7",
                                      epochs=args.student_epochs)]
-        if name != "ef_w4096":  # FC Early Fusion's undistilled control is docs/results/split45k's h_ef_d05_25
+        if name != "ef_w4096" and not args.student_only:  # FC Early Fusion's undistilled control is docs/results/split45k's h_ef_d05_25
             stage2[f"h_{name}"] = [train(2, f"h_{name}", *extra, *STUDENT[:2], epochs=args.student_epochs)]
     if len(soft) < 2 * len(TEACHERS):
         print(f"only {len(soft) // 2} teachers finished: the students learn from those", flush=True)
@@ -131,7 +138,7 @@ def main() -> int:
     tables_thread.join()
     print(f"students done at {time.monotonic() - start:.0f} s", flush=True)
 
-    students = {n: best_epoch(r / n) for n in (f"d_{k}" for k in STUDENTS)}
+    students = {n: best_epoch(r / n) for n in (f"d_{k}" for k in students_run)}
     finished = {n: b for n, b in students.items() if b and (r / n / "best.pt").is_file()}
     tunes = {}
     if finished:

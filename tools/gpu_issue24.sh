@@ -30,7 +30,7 @@ run)
   rm -rf $S/val && cp -r .gpu24/b/stores/val $S/val
   python3 tools/make_split.py tools/splits/yt8m_45k.json --data - --out $S --only select,test --from-store val || exit 9
   nvidia-smi --query-gpu=timestamp,power.draw,utilization.gpu,memory.used --format=csv -l 5 > "$O/nvidia_smi.csv" &
-  python3 tools/gpu_issue24.py --stores $S --runs $S/runs/issue24 --out "$O" --deadline "${DEADLINE:-550}" 2>&1 \
+  python3 tools/gpu_issue24.py --stores $S --runs $S/runs/issue24 --out "$O" --deadline "${DEADLINE:-550}" ${EXTRA:-} 2>&1 \
     | tee "$O/run.log"
   ;;
 *) echo "usage: $0 part1|run"; exit 2 ;;
