@@ -44,8 +44,11 @@ def train_command(
     out: Path = _option("out", "--out", "-o", default=None,
                         help="Run directory: checkpoints and metrics logs. Required (or `out:` in --config)."),
     recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="Shipped settings: paper (the paper's: lr 1e-4 "
-                               "constant, 20 epochs) or yt8m-best (best measured on real YouTube-8M: lr 1e-3 cosine, "
-                               "--batch-norm, --identity-attention, 10 epochs); --config and typed flags go on top."),
+                               "constant, 20 epochs), yt8m-best (best measured on real YouTube-8M: lr 1e-3 cosine, "
+                               "--batch-norm, --identity-attention, 10 epochs), yt8m-deep (yt8m-best at lr 3e-4 with "
+                               "1 warm-up epoch, for the deep residual/attention stacks) or yt8m-student (20 epochs, "
+                               "dropout 0.5, distillation weight 0.7: give the teachers with --distill-from); "
+                               "--config and typed flags go on top."),
     config: Path = config_option("training settings (TrainSettings fields)"),
     epochs: int = _option("epochs", "--epochs", default=None, help=f"Total epochs (default "
                           f"{TrainSettings.model_fields['epochs'].default}, or the recipe's; on --resume: the run's "
