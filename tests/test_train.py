@@ -121,6 +121,19 @@ def test_ddp_two_processes_match_single_process(data, tmp_path):
 
 
 
+def test_ddp_early_stop_stops_every_rank(data, tmp_path):
+    """Rank 0 alone scores validation: its early-stop decision reaches rank 1 (which used to train on and hang)."""
+    args = ["--model", "fc_early_fusion", "--train", data / "train*.tfrecord", "--val", data / "validate*.tfrecord",
+            "--epochs", 6, "--lr", 1e-12, "--width", 32, "--device", "cpu", "--batch-size", 32, "--early-stop", 1,
+            "--out", tmp_path / "ddp"]  # lr ~0: the validation GAP never improves, so epoch 2 stops the run
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29519", "-m", "avf", "train", *map(str, args)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    log = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert log["stopped_early"] == 2 and len(log["history"]) == 2
+
+
 def test_kill_minus_nine_then_resume_loses_at_most_one_epoch(data, tmp_path):
     """SIGKILL a real training process mid-run; --resume continues from the last finished epoch."""
     import signal

@@ -350,6 +350,19 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
     import torch
 
     run = _setup(settings, state)
+    try:
+        result = _epochs(run, settings, console)
+        if run.dist.world > 1:  # no rank leaves while another still writes or communicates
+            torch.distributed.barrier()
+        return result
+    finally:  # a gloo group left to the interpreter's exit aborts the process now and then ("terminate called ...")
+        if run.dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _epochs(run: _Run, settings: TrainSettings, console) -> dict:
+    import torch
+
     dist = run.dist
     if console is not None and dist.main:
         console.print(f"{settings.model}: {run.run_info['parameters']:,} parameters on {run.device}"
