@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,11 @@ import pytest
 
 from cli_harness import cli
 from ssh_device import ssh_device  # noqa: F401  (a session fixture: the SSH device)
+
+# A suite started in the background by a non-interactive shell (`pytest &`) inherits SIGINT ignored, and so would
+# every avf process it starts: the Ctrl-C tests would then see their interrupt vanish and the command finish.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # As the avf command does (avf.threads.set_passive_waiting), before torch loads: with one other busy
