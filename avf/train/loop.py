@@ -9,6 +9,7 @@ killing the process loses at most the epoch in progress.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import os
@@ -357,6 +358,8 @@ def _train(settings: TrainSettings, state: dict | None, console) -> dict:
         return result
     finally:  # a gloo group left to the interpreter's exit aborts the process now and then ("terminate called ...")
         if run.dist.world > 1 and torch.distributed.is_initialized():
+            run.net = None  # the DDP wrapper's reducer holds the group: released first, so the group's threads are joined
+            gc.collect()
             torch.distributed.destroy_process_group()
 
 
