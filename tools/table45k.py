@@ -146,7 +146,7 @@ def main(argv=None) -> int:
              "FC baselines at `--width 2048`. Train: 44,922 videos; validation: 5,701 (tools/splits/yt8m_45k.json). "
              "Best validation epoch by GAP; GAP@20 and micro F1 at 0.5. s/epoch: mean over the run's epochs, "
              "on a GPU shared by several trainings at once (tools/gpu_45k.py, tools/gpu_issue24.py) or on this "
-             "machine's 2 CPU cores alone.", ""]
+             "machine's 2 CPU cores (README.md says what else ran there).", ""]
     for number, title in ((1, "Table 1: baselines and proposed models"), (3, "Table 3: Attend-Fusion ablations"),
                           (0, "YouTube-8M challenge anchors (not in the paper)")):
         members = [r for r in table if r["table"] == number or (number == 3 and r["model"] == "attend_fusion")]
