@@ -23,11 +23,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
-from reproduce_table import _plot  # noqa: E402
+import yaml  # noqa: E402
+from reproduce_table import _plot, _row  # noqa: E402
+
+from avf.recipes import recipe_path  # noqa: E402
+from avf.train.loop import DIVERGED_LOSS, _collapse  # noqa: E402
 
 EARLIER = REPO / "docs" / "results" / "split45k" / "gpu"
-COMMON = {"lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.0, "batch_norm": True, "epochs": 10,
-          "dropout": 0.4, "clip_grad_norm": 0.0, "batch_size": 256, "weight_decay": 0.01}
+COMMON = yaml.safe_load(recipe_path("yt8m-best").read_text())  # the common recipe every row is compared with
+# A row's columns: reproduce_table's best-epoch figures, then where and how the run was trained.
+COLUMNS = ("model", "paper_name", "table", "gap", "f1", "params_m", "paper_gap", "paper_f1", "paper_params_m",
+           "best_epoch", "epochs")
 # Runs of issue 24 that stand for a model (the other issue-24 runs are teachers, students and settings tried).
 STANDS_FOR = {"fc_residual_late_fusion": ["fc_residual_late_fusion"],
               "fc_residual_gated_late_fusion": ["fc_residual_gated_late_fusion"],
@@ -43,16 +49,21 @@ def load(run: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def first_collapse(history: list[dict]) -> dict | None:
+    """The first epoch at which avf train's collapse stop (avf.train.loop._collapse) ends a run with this history:
+    runs from before that stop existed trained on past it."""
+    return next((found for end in range(2, len(history) + 1) if (found := _collapse(history[:end]))), None)
+
+
 def failure(log: dict) -> str | None:
     """Why a run is not a result: it collapsed (recorded by avf train, or read from its history), or stopped short."""
     history = log["history"]
     if log.get("collapsed"):
         return f"collapsed at epoch {log['collapsed']['epoch']}"
-    best = max(history, key=lambda r: r["val_gap"])
-    fell = [r for r in history if r["epoch"] > best["epoch"] and r["val_gap"] < 0.5 * best["val_gap"]]
-    if fell:  # runs from before avf train stopped such runs itself
-        return (f"collapsed at epoch {fell[0]['epoch']} (validation GAP {best['val_gap']:.4f} at epoch {best['epoch']}, "
-                f"{fell[0]['val_gap']:.4f} after; it trained on to epoch {len(history)})")
+    fell = first_collapse(history)
+    if fell:
+        return (f"collapsed at epoch {fell['epoch']} (validation GAP {fell['best_gap']:.4f} at epoch {fell['best_epoch']}, "
+                f"{fell['val_gap']:.4f} after; it trained on to epoch {len(history)})")
     if len(history) < log["settings"]["epochs"] and not log.get("stopped_early"):
         return f"stopped after epoch {len(history)} of {log['settings']['epochs']} (its log says why)"
     return None
@@ -72,20 +83,12 @@ def extra_settings(settings: dict) -> str:
     return " ".join(parts)
 
 
-def row_from_run(model: str, name: str, log: dict, where: str) -> dict:
-    from avf.models import REGISTRY
-
-    spec = REGISTRY[model]
+def row_from_run(model: str, name: str, log: dict, where: Path) -> dict:
+    row = {k: v for k, v in _row(model, where / name).items() if k in COLUMNS}
     history = log["history"]
-    best = max(history, key=lambda r: r["val_gap"])
-    device = log["run"]["device"]
-    return {"model": model, "paper_name": spec.paper_name, "table": spec.paper_table,
-            "gap": round(100 * best["val_gap"], 2), "f1": round(100 * best["val_f1"], 2),
-            "params_m": round(log["run"]["parameters"] / 1e6, 1), "paper_gap": spec.paper_gap,
-            "paper_f1": spec.paper_f1, "paper_params_m": spec.paper_params_m, "best_epoch": best["epoch"],
-            "epochs": len(history), "epoch_seconds": round(sum(r["epoch_seconds"] for r in history) / len(history), 2),
-            "device": "H200 (shared)" if device.startswith("cuda") else "CPU, 2 threads",
-            "settings": extra_settings(log["settings"]), "run": f"{where}/{name}"}
+    return row | {"epoch_seconds": round(sum(r["epoch_seconds"] for r in history) / len(history), 2),
+                  "device": "H200 (shared)" if log["run"]["device"].startswith("cuda") else "CPU, 2 threads",
+                  "settings": extra_settings(log["settings"]), "run": f"{where.name}/{name}"}
 
 
 def earlier_rows() -> dict[str, dict]:
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
                 replaced.append(f"{name} ({extra_settings(log['settings']) or 'the common recipe'}): {why}")
                 continue
             if model not in rows:
-                rows[model] = row_from_run(model, name, log, "runs")
+                rows[model] = row_from_run(model, name, log, runs)
     from avf.models import REGISTRY
 
     order = [name for name in REGISTRY if name in rows]
@@ -175,12 +178,12 @@ def failure_of_earlier(model: str) -> str | None:
     for path in (EARLIER / "runs" / "table" / f"{model}.csv", EARLIER / "runs" / "curve" / f"{model}_train.csv"):
         if path.is_file():
             with open(path) as fh:
-                history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-            if max(r["train_loss"] for r in history) > 1.0:
-                return "diverged (training loss above 1)"
-            best = max(history, key=lambda r: r["val_gap"])
-            if any(r["epoch"] > best["epoch"] and r["val_gap"] < 0.5 * best["val_gap"] for r in history):
-                return "collapsed after its best epoch"
+                history = [{k: float(v) for k, v in r.items()} | {"epoch": int(r["epoch"])} for r in csv.DictReader(fh)]
+            if max(r["train_loss"] for r in history) > DIVERGED_LOSS:
+                return f"diverged (training loss above {DIVERGED_LOSS:g})"
+            fell = first_collapse(history)
+            if fell:
+                return f"collapsed at epoch {fell['epoch']}"
             if len(history) < 10:
                 return f"stopped after {len(history)} of 10 epochs"
     return None
