@@ -155,7 +155,8 @@ def write_tables(rows: list[dict], args) -> None:
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in members:
             paper = [r[k] if r[k] is not None else "-" for k in ("paper_gap", "paper_f1", "paper_params_m")]
-            gap = f"{r['gap']:.2f}" if not r.get("collapsed_at") else f"**collapsed** at epoch {r['collapsed_at']} ({r['gap']:.2f} before)"
+            gap = (f"**collapsed** at epoch {r['collapsed_at']} ({r['gap']:.2f} before)" if r.get("collapsed_at")
+                   else f"{r['gap']:.2f}")
             lines.append(f"| {r['paper_name']} | {gap} | {r['f1']:.2f} | {r['params_m']:.1f} | {paper[0]} "
                          f"| {paper[1]} | {paper[2]} | {r['best_epoch']}/{r['epochs']} |")
         lines.append("")

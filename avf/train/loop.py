@@ -379,8 +379,10 @@ def _epochs(run: _Run, settings: TrainSettings, console) -> dict:
             if console is not None:
                 console.print(_epoch_line(row), soft_wrap=True, markup=False)
         # rank 0 holds the validation history: it decides, and every rank follows (a rank left waiting would hang)
-        stop = (_collapse(run.history) or ("stalled" if settings.early_stop and _stalled(run.history, settings.early_stop)
-                                           else None)) if dist.main else None
+        stop = None
+        if dist.main:
+            stalled = settings.early_stop and _stalled(run.history, settings.early_stop)
+            stop = _collapse(run.history) or ("stalled" if stalled else None)
         if dist.world > 1:
             holder = [stop]
             torch.distributed.broadcast_object_list(holder, src=0)
