@@ -223,6 +223,7 @@ class EvaluationAccumulator:
         self._scores: list[np.ndarray] = []
         self._classes: list[np.ndarray] = []
         self._hits: list[np.ndarray] = []
+        self._video_positives: list[np.ndarray] = []  # per video, in the order its top-k triples were pooled
         self._ranking: tuple[float, np.ndarray] | None = None
         self.positives_per_class = np.zeros(self.num_classes, np.int64)
         self.num_videos = 0
@@ -276,6 +277,7 @@ class EvaluationAccumulator:
                 self._scores.append(values.ravel())
                 self._classes.append(classes.astype(self._class_dtype).ravel())
                 self._hits.append(hits.ravel())
+                self._video_positives.append(positives_per_video)
                 self._ranking = None
             self._hit_count += int(np.count_nonzero(hits[:, 0]))
             if _PERR in parts:
@@ -348,6 +350,31 @@ class EvaluationAccumulator:
     def per_class_ap(self) -> np.ndarray:
         """AP of each class over its top-k-filtered pairs; 0.0 for classes with no positives."""
         return self._ranked()[1].copy()
+
+    def gap_resampled(self, counts: np.ndarray) -> np.ndarray:
+        """GAP of each resample of the added videos: ``counts[r, v]`` copies of video ``v`` in resample ``r``.
+
+        For the video-level bootstrap: a video's top-k triples and its positives are kept or repeated
+        together, so every resample is an evaluation set of whole videos drawn from these ones. Ties rank
+        negatives first, as in :meth:`gap`; a row of ones gives :meth:`gap` itself.
+        """
+        if _RANKING not in self._parts:
+            raise RuntimeError("this accumulator does not track the top-k ranking")
+        counts = np.atleast_2d(np.asarray(counts))
+        if counts.shape[1] != self.num_videos:
+            raise ValueError(f"counts has {counts.shape[1]} columns for {self.num_videos} videos")
+        scores, _, hits = self._pooled()
+        positives = np.concatenate(self._video_positives) if self._video_positives else np.empty(0, np.int64)
+        order = np.lexsort((hits, -scores.astype(np.float64)))  # score descending, negatives first among ties
+        ranked_hits, ranked_video = hits[order], order // self.top_k  # each video pooled exactly top_k triples
+        gaps = np.zeros(counts.shape[0])
+        for row, weights in enumerate(counts):
+            total = int(weights @ positives)
+            if total == 0:
+                continue
+            ranks = np.flatnonzero(np.repeat(ranked_hits, weights[ranked_video])) + 1
+            gaps[row] = (np.arange(1, ranks.size + 1) / ranks).sum() / total
+        return gaps
 
     def mean_ap(self) -> float:
         """Sum of per-class APs over the number of classes, empty classes included."""

@@ -70,6 +70,9 @@ def compress_command(
     eval_data: str = _option("eval", "--eval", help="Held-out data for the retention gate (default: the checkpoint's validation data)."),
     eval_size: int = _option("eval_size", "--eval-size", min=1, help="Evaluate on the first N videos only."),
     min_retention: float = _option("min_retention", "--min-retention", help="Reject below this fraction of the reference GAP."),
+    retention_confidence: float = _option("retention_confidence", "--retention-confidence",
+                                          help="0: gate on the measured GAP ratio; e.g. 0.95: gate on its one-sided "
+                                          "95% lower bound (paired bootstrap over the evaluation videos)."),
     backend: str = _option("backend", "--backend", help="onnxruntime (default), tensorrt (ONNX -> model.plan), "
                            "torch-tensorrt (model.ep) or torch-aot (torch.export + AOTInductor -> model.pt2)."),
     device: str = _option("device", "--device", help="torch-aot: the device model.pt2 is compiled for and gated on "
@@ -136,6 +139,10 @@ def print_summary(report: ArtifactReport, artifact: Path, console: Console | Non
             ratio = retention.ratios.get(key)
             kept = f"{ratio:.2%}" if ratio is not None else "ratio n/a: reference is 0"
             table.add_row(key.upper() if key != "hit_at_one" else "Hit@1", f"{ref[key]:.4f} -> {new[key]:.4f} ({kept})")
+        bound = retention.gap_bound
+        if bound is not None and bound.get("lower") is not None:
+            table.add_row(f"GAP retention, {bound['confidence']:.0%} lower bound", f"{bound['lower']:.2%} "
+                          f"(bootstrap over {retention.videos:,} videos)")
         if retention.agreement is not None:
             name, share = retention.agreement
             table.add_row(name.replace("_", " "), f"{share:.2%}")

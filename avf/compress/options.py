@@ -32,6 +32,8 @@ class CompressOptions(BaseModel):
     eval: str | None = None
     eval_size: int | None = Field(None, ge=1)
     min_retention: float = Field(0.99, ge=0.0, le=1.0)
+    #: 0: the gate holds the measured GAP ratio to min_retention; c > 0: its one-sided c lower bound (bootstrap).
+    retention_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     backend: Literal["onnxruntime", "tensorrt", "torch-tensorrt", "torch-aot"] = "onnxruntime"
     #: Where --backend torch-aot compiles for (and its retention gate runs): auto = cuda where PyTorch sees a GPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -360,11 +360,12 @@ def _score(job: _Job, deployed, say, progress) -> tuple[Retention | None, bool, 
     runtime, description = deployed
     say(f"retention: FP32 PyTorch reference vs the artifact ({description}) on {len(eval_data):,} videos")
     with _bar(progress, "evaluate", len(eval_data)) as advance:
-        comparison = compare_on_data(PyTorchRunner(job.reference), runtime, eval_data, progress=advance)
+        comparison = compare_on_data(PyTorchRunner(job.reference), runtime, eval_data, progress=advance,
+                                     confidence=job.options.retention_confidence)
     # content_sha256: what avf-deploy check compares to reuse these reference figures on the same videos
     comparison["eval_data"] = {**eval_data.sources_summary(), "content_sha256": eval_data.content_sha256()}
     comparison["runtime"] = description
-    accepted, reason = gate(comparison, job.options.min_retention)
+    accepted, reason = gate(comparison, job.options.min_retention, job.options.retention_confidence)
     comparison["min_retention"] = job.options.min_retention
     return Retention.model_validate(comparison), accepted, reason
 

@@ -185,6 +185,8 @@ class Retention(ReportPart):
     eval_data: dict[str, Any] | None = None
     runtime: str | None = None
     min_retention: float | None = None
+    #: The GAP ratio's one-sided lower confidence bound ({confidence, lower, resamples, method}); None in older reports.
+    gap_bound: dict[str, Any] | None = None
 
     @property
     def agreement(self) -> tuple[str, float] | None:

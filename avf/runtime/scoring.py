@@ -40,6 +40,15 @@ def score_together(runs: Mapping[str, Run], data: LabelledData, batch_size: int 
     ``on_batch(probabilities_by_run, labels)`` sees each batch before it is scored (a comparison of
     the runs, a check that may raise); ``progress(n)`` is told after each batch of ``n`` videos.
     """
+    accumulators = accumulate_together(runs, data, batch_size, top_k, threshold, progress, on_batch)
+    return {name: plain(accumulator.result()) for name, accumulator in accumulators.items()}
+
+
+def accumulate_together(runs: Mapping[str, Run], data: LabelledData, batch_size: int = 512, top_k: int = 20,
+                        threshold: float = 0.5, progress: Callable[[int], None] | None = None,
+                        on_batch: Callable[[dict[str, np.ndarray], np.ndarray], None] | None = None
+                        ) -> dict[str, EvaluationAccumulator]:
+    """:func:`score_together`'s loop, returning each run's accumulator (for resampling its videos)."""
     accumulators = {name: EvaluationAccumulator(data.num_classes, top_k, threshold) for name in runs}
     for start in range(0, len(data), batch_size):
         indices = np.arange(start, min(start + batch_size, len(data)))
@@ -51,7 +60,7 @@ def score_together(runs: Mapping[str, Run], data: LabelledData, batch_size: int 
             accumulators[name].add(batch_probabilities, labels)
         if progress is not None:
             progress(len(indices))
-    return {name: plain(accumulator.result()) for name, accumulator in accumulators.items()}
+    return accumulators
 
 
 def score(run: Run, data: LabelledData, batch_size: int = 512, top_k: int = 20, threshold: float = 0.5,
