@@ -86,10 +86,16 @@ def test_small_search_measured_on_this_cpu(trained, tmp_path, capsys):
     # The choice: meets every constraint, best by latency among those that do.
     meeting = [r for r in records if r["meets"]]
     assert state["chosen"]["id"] == min(meeting, key=lambda r: r["cost"]["latency_p50_ms"])["id"]
+    # A candidate is held to its retention's 95% lower bound (paired bootstrap over the selection videos), which
+    # every record carries beside the measured retention.
+    assert state["constraints"]["retention_held"].startswith("its one-sided 95% lower bound")
     for r in records:
-        assert r["meets"] == (r["retention"] >= 0.99 and r["cost"]["latency_p99_ms"] <= 1000
+        assert r["retention_lower"] is not None
+        assert r["meets"] == (r["retention_lower"] >= 0.99 and r["cost"]["latency_p99_ms"] <= 1000
                               and r["cost"]["memory_mib"] <= 1024)
         assert r["meets"] or r["rejected_because"]
+        if r["retention"] >= 0.99 > r["retention_lower"]:  # the estimate alone would have passed it
+            assert any("95% lower bound" in reason for reason in r["rejected_because"])
     # The chosen artifact is an ordinary avf-compress artifact, its manifest verifies, its bench is its own.
     report = open_artifact(out / "artifact", deploying=True)
     assert report["files"]["model.onnx"]["sha256"] == \
@@ -472,7 +478,7 @@ def test_int4_blocks_grow_until_one_fails_and_each_loss_is_recorded(monkeypatch)
 
     built = []
     monkeypatch.setattr(searching, "evaluate", lambda ctx, s: built.append(s.id) or {"retention": retention(s)})
-    ctx = SimpleNamespace(options=SimpleNamespace(min_retention=0.97))
+    ctx = SimpleNamespace(options=SimpleNamespace(min_retention=0.97, retention_confidence=0.0))
     summary = {"boundaries": {}}
     grid = [0.0, 0.2, 0.4, 0.6]  # block 32 at level 4 passes up to 0.2 (0.98) and fails at 0.4 (0.96)
     searching._int4_blocks(ctx, grid, 1, 2, 4, summary)

@@ -36,6 +36,10 @@ def tune_command(
     force: bool = _option("force", "--force", help="Start over in an OUT of ours (another search's folder)."),
     min_retention: float = _option("min_retention", "--min-retention",
                                    help="Keep at least this fraction of the FP32 GAP."),
+    retention_confidence: float = _option("retention_confidence", "--retention-confidence",
+                                          help="Hold each candidate's one-sided lower bound of GAP retention at this "
+                                          "confidence (paired bootstrap over the selection videos) to "
+                                          "--min-retention; 0: the measured retention."),
     max_latency_ms: float = _option("max_latency_ms", "--max-latency-ms",
                                     help="p99 latency budget (default: the profile's)."),
     max_memory_mib: float = _option("max_memory_mib", "--max-memory-mib",
@@ -130,6 +134,7 @@ def _search_progress():
 def _print(state: dict, options, human: Console | None = None) -> None:
     """The search's answer for a person: costs, the Pareto fronts, the choice (on stdout, or ``human``: --json's
     stderr); notes and the no-candidate lines on stderr."""
+    from avf.compress.retention import REPORTED_CONFIDENCE
     from avf.tune.records import read_candidates
 
     status = "measured" if state["costs"].startswith("measured") else "PREDICTED"
@@ -140,12 +145,14 @@ def _print(state: dict, options, human: Console | None = None) -> None:
                  soft_wrap=True)
     for cost, label in (("latency", "retention vs latency"), ("size", "retention vs size")):
         table = Table(title=f"Pareto front: {label} ({len(records)} candidates)")
-        for column in ("candidate", "GAP retention", f"p50 ms ({status})", f"p99 ms ({status})", "MB", "meets"):
+        for column in ("candidate", "GAP retention", "lower bound", f"p50 ms ({status})", f"p99 ms ({status})", "MB", "meets"):
             table.add_column(column, justify="left" if column in ("candidate", "meets") else "right")
         for rid in state["pareto"][cost]:
             r = records[rid]
             c = r["cost"]
-            table.add_row(escape(rid), f"{r['retention']:.4f}", f"{c['latency_p50_ms']:.4g}", f"{c['latency_p99_ms']:.4g}",
+            lower = r.get("retention_lower")
+            table.add_row(escape(rid), f"{r['retention']:.4f}", "n/a" if lower is None else f"{lower:.4f}",
+                          f"{c['latency_p50_ms']:.4g}", f"{c['latency_p99_ms']:.4g}",
                           f"{c['size_bytes'] / 1e6:.2f}", "yes" if r["meets"] else escape("; ".join(r["rejected_because"])))
         stdout.print(table)
     for row in state["strategy"].get("int4_blocks", []):  # what each MatMulNBits block size loses
@@ -162,8 +169,10 @@ def _print(state: dict, options, human: Console | None = None) -> None:
             stderr.print(Text(f"closest: {closest['id']}: misses " + "; ".join(closest["misses"])), soft_wrap=True)
         return
     c = chosen["cost"]
+    lower = chosen.get("retention_lower")
+    bound = "" if lower is None else f", its {options.retention_confidence or REPORTED_CONFIDENCE:.0%} lower bound {lower:.4f}"
     line = (f"chosen: {chosen['id']} -> {Path(options.out) / 'artifact'}: GAP retention {chosen['retention']:.4f} "
-            f"(selection data), p50 {c['latency_p50_ms']:.4g} ms / p99 {c['latency_p99_ms']:.4g} ms ({c['status']}), "
+            f"(selection data{bound}), p50 {c['latency_p50_ms']:.4g} ms / p99 {c['latency_p99_ms']:.4g} ms ({c['status']}), "
             f"{c['size_bytes'] / 1e6:.2f} MB, memory {c['memory_mib']:.1f} MiB ({c['status']})")
     stdout.print(Text(line), soft_wrap=True)
     if chosen.get("test"):

@@ -57,6 +57,8 @@ class Record(BaseModel):
     gap: float | None
     reference_gap: float | None
     retention: float | None
+    #: The retention's one-sided lower bound (avf.compress.retention.gap_ratio_bound); absent in older records.
+    retention_lower: float | None = None
     f1: float | None
     f1_retention: float | None
     eval_videos: int

@@ -22,7 +22,7 @@ from avf.errors import InputError
 from avf.tune import pareto
 from avf.tune.inputs import check_inputs, describe_difference
 from avf.tune.records import HeldOut, discard, files_problem, read_sealed, seal, sha256_or_none, verified_record
-from avf.tune.search import Context, TuneOptions, search
+from avf.tune.search import Context, TuneOptions, held_retention, search
 from avf.tune.space import backends_for, precisions_for, ratio_grid
 from avf.tune.workdir import open_workdir, write_state
 
@@ -95,6 +95,10 @@ def _run(options, inputs, state, resumed, grid, precisions, skipped, notes, say,
     summary = search(ctx, grid, precisions)
     state.update(status="finished", runs=state.get("runs", 0) + 1, last_run_seconds=round(time.monotonic() - started, 1),
                  profile=profile.name, constraints={"min_retention": options.min_retention,
+                                                    "retention_held": "its one-sided "
+                                                    f"{options.retention_confidence:.0%} lower bound (paired bootstrap "
+                                                    "over the selection videos)" if options.retention_confidence else
+                                                    "the measured GAP ratio",
                                                     "max_latency_ms": ctx.max_latency_ms,
                                                     "max_memory_mib": ctx.max_memory_mib, "batch": options.batch,
                                                     "latency_is": "p99 per request" if options.batch == 1 else
@@ -149,7 +153,7 @@ def closest(records: list[dict], ctx: Context) -> dict | None:
 
     def shortfall(r):
         c = r["cost"]
-        return (max(0.0, ctx.options.min_retention - (r["retention"] or 0)) / ctx.options.min_retention
+        return (max(0.0, ctx.options.min_retention - (held_retention(ctx, r)[0] or 0)) / ctx.options.min_retention
                 + max(0.0, c["latency_p99_ms"] - ctx.max_latency_ms) / ctx.max_latency_ms
                 + max(0.0, c["memory_mib"] - ctx.max_memory_mib) / ctx.max_memory_mib)
 
@@ -158,9 +162,9 @@ def closest(records: list[dict], ctx: Context) -> dict | None:
 
 
 def _summary(record: dict) -> dict:
-    keys = ("id", "ratio", "precision", "calib_method", "keep_float", "retention", "gap", "reference_gap", "f1",
+    keys = ("id", "ratio", "precision", "calib_method", "keep_float", "retention", "retention_lower", "gap", "reference_gap", "f1",
             "parameters", "cost", "artifact", "bench")
-    return {key: record[key] for key in keys} | {key: record[key] for key in ("int4_block", "int4_accuracy_level")
+    return {key: record.get(key) for key in keys} | {key: record[key] for key in ("int4_block", "int4_accuracy_level")
                                                   if key in record}
 
 
@@ -217,12 +221,12 @@ def held_out(ctx: Context, chosen: dict) -> dict:
 
     shipped = ctx.out / "artifact"
     model = shipped / cpu_model_name({p.name for p in shipped.iterdir()})  # what ONNX Runtime CPU runs of it
-    comparison = compare_on_data(PyTorchRunner(ctx.reference), OnnxRuntimeCpuRunner(model),
-                                 data)  # the shipped copy, verified as it was written
+    comparison = compare_on_data(PyTorchRunner(ctx.reference), OnnxRuntimeCpuRunner(model), data,
+                                 confidence=ctx.options.retention_confidence)  # the shipped copy, verified as written
     result = seal({"data": data.sources_summary(), "videos": comparison["videos"],
                    "reference_gap": comparison["reference"]["gap"], "gap": comparison["compressed"]["gap"],
                    "retention": comparison["ratios"]["gap"], "f1_retention": comparison["ratios"]["f1"],
-                   "model_sha256": model_sha256,
+                   "retention_bound": comparison["gap_bound"], "model_sha256": model_sha256,
                    "method": "FP32 PyTorch reference vs the artifact in ONNX Runtime CPU on held-out --test data"})
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return result
@@ -237,8 +241,8 @@ def _unship(out: Path) -> None:
     (out / "manifest.json").unlink(missing_ok=True)
 
 
-CSV_COLUMNS = ("id", "ratio", "precision", "calib_method", "keep_float", "parameters", "retention", "gap",
-               "reference_gap", "f1", "cost_status", "latency_p50_ms", "latency_p99_ms", "samples_per_s", "memory_mib",
+CSV_COLUMNS = ("id", "ratio", "precision", "calib_method", "keep_float", "parameters", "retention", "retention_lower",
+               "gap", "reference_gap", "f1", "cost_status", "latency_p50_ms", "latency_p99_ms", "samples_per_s", "memory_mib",
                "energy_mj", "energy_status", "size_bytes", "meets", "rejected_because")
 
 
@@ -251,7 +255,7 @@ def write_candidates(out: Path, records: list[dict]) -> None:
     for r in records:
         c = r["cost"]
         writer.writerow([r["id"], r["ratio"], r["precision"], r["calib_method"] or "", " ".join(r["keep_float"]),
-                         r["parameters"], r["retention"], r["gap"], r["reference_gap"], r["f1"], c["status"],
+                         r["parameters"], r["retention"], r.get("retention_lower"), r["gap"], r["reference_gap"], r["f1"], c["status"],
                          c["latency_p50_ms"], c["latency_p99_ms"], c["samples_per_s"], c["memory_mib"], c["energy_mj"],
                          c["energy_status"], c["size_bytes"], r["meets"], "; ".join(r["rejected_because"])])
     atomic_write_text(out / "candidates.csv", buffer.getvalue())

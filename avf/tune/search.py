@@ -2,7 +2,9 @@
 
 Why bisection and not a grid or a black-box sampler: GAP retention falls (almost) monotonically
 with the prune ratio at a fixed precision, and latency, size and energy all fall with it, so
-for each precision the best candidate is the largest ratio that keeps ``--min-retention``;
+for each precision the best candidate is the largest ratio that keeps ``--min-retention`` (held by
+the retention's lower bound at ``--retention-confidence``, 95% by default: see
+:mod:`avf.compress.retention`);
 bisection over the ratio grid finds it in log2(grid) builds. FP32 goes first: quantization
 only loses accuracy, so FP32's first failing ratio bounds every other precision's search.
 Where INT8 (percentile calibration) fails below that bound, the other calibrations and INT8
@@ -49,6 +51,9 @@ class TuneOptions(BaseModel):
     out: Path
     force: bool = False
     min_retention: float = Field(0.99, gt=0.0, le=1.0)
+    # The retention a candidate is held to: its one-sided lower bound at this confidence (0: the estimate), because
+    # the search picks the candidate whose estimate just reached the bar, and held-out videos score it lower.
+    retention_confidence: float = Field(0.95, ge=0.0, lt=1.0)
     max_latency_ms: float | None = Field(None, gt=0)
     max_memory_mib: float | None = Field(None, gt=0)
     batch: int = Field(1, ge=1)
@@ -127,7 +132,7 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
         calib=ctx.data["calib"] if precision_named(setting.precision).calibrates else None,
         calib_method=setting.calib_method or "percentile",
         calib_size=o.calib_size, eval=ctx.data["eval"], eval_size=o.eval_size, min_retention=o.min_retention,
-        seed=o.seed, keep_float=list(setting.keep_float), **int4, **ctx.build)
+        retention_confidence=o.retention_confidence, seed=o.seed, keep_float=list(setting.keep_float), **int4, **ctx.build)
     ctx.say(f"candidate {setting.id}: building")
     import logging
 
@@ -164,6 +169,7 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
               "artifact": f"candidates/{setting.id}", "bench": None if bench_path is None else f"bench/{setting.id}.json",
               "parameters": report.parameters, "gap": retention.compressed["gap"],
               "reference_gap": retention.reference["gap"], "retention": retention.ratios["gap"],
+              "retention_lower": (retention.gap_bound or {}).get("lower"),
               "f1": retention.compressed["f1"], "f1_retention": retention.ratios["f1"],
               "eval_videos": retention.videos, "tensorrt_compatible": report.tensorrt_compatible,
               "cost": figure, "build_seconds": round(build_s, 2),
@@ -183,8 +189,8 @@ def evaluate(ctx: Context, setting: Setting) -> dict:
 def misses(ctx: Context, record: dict) -> list[str]:
     """Every constraint the candidate misses, in words (empty: it meets them all)."""
     out, figure, label = [], record["cost"], record["cost"]["status"]
-    if record["retention"] is None or record["retention"] < ctx.options.min_retention:
-        out.append(f"GAP retention {record['retention']:.5f} < {ctx.options.min_retention:g}")
+    if not passes(ctx, record):
+        out.append(f"{held_retention(ctx, record)[1]} < {ctx.options.min_retention:g}")
     if figure["latency_p99_ms"] > ctx.max_latency_ms:
         out.append(f"p99 latency {figure['latency_p99_ms']:.3f} ms ({label}) > {ctx.max_latency_ms:g} ms")
     if figure["memory_mib"] > ctx.max_memory_mib:
@@ -194,8 +200,22 @@ def misses(ctx: Context, record: dict) -> list[str]:
     return out
 
 
-def passes(record: dict, min_retention: float) -> bool:
-    return record["retention"] is not None and record["retention"] >= min_retention
+def held_retention(ctx: Context, record: dict) -> tuple[float | None, str]:
+    """The retention the candidate is held to (its lower bound with --retention-confidence), and it in words."""
+    retention, confidence = record["retention"], ctx.options.retention_confidence
+    if retention is None:
+        return None, "GAP retention undefined (reference GAP is 0)"
+    if not confidence:
+        return retention, f"GAP retention {retention:.5f}"
+    lower = record.get("retention_lower")
+    if lower is None:
+        return None, f"GAP retention {retention:.5f} without a {confidence:.0%} lower bound"
+    return lower, f"GAP retention {retention:.5f} (its {confidence:.0%} lower bound {lower:.5f})"
+
+
+def passes(ctx: Context, record: dict) -> bool:
+    held = held_retention(ctx, record)[0]
+    return held is not None and held >= ctx.options.min_retention
 
 
 def bisect(ctx: Context, grid: list[float], make: Callable[[float], Setting], upper: int) -> tuple[int, int]:
@@ -203,12 +223,12 @@ def bisect(ctx: Context, grid: list[float], make: Callable[[float], Setting], up
     low, high = -1, upper
     if upper == 0:
         return low, high
-    if not passes(evaluate(ctx, make(grid[0])), ctx.options.min_retention):
+    if not passes(ctx, evaluate(ctx, make(grid[0]))):
         return -1, 0
     low = 0
     while high - low > 1:
         middle = (low + high) // 2
-        if passes(evaluate(ctx, make(grid[middle])), ctx.options.min_retention):
+        if passes(ctx, evaluate(ctx, make(grid[middle]))):
             low = middle
         else:
             high = middle
@@ -218,7 +238,6 @@ def bisect(ctx: Context, grid: list[float], make: Callable[[float], Setting], up
 def search(ctx: Context, grid: list[float], precisions: list[str]) -> dict:
     """Run the strategy; returns a summary (per-precision boundaries, budget state)."""
     summary: dict = {"boundaries": {}, "budget_spent": False, "sensitivity": {}}
-    min_retention = ctx.options.min_retention
     try:
         fp32_low, fp32_high = bisect(ctx, grid, lambda r: Setting(r, "fp32"), len(grid))
         summary["boundaries"]["fp32"] = _boundary(grid, fp32_low, fp32_high)
@@ -235,7 +254,7 @@ def search(ctx: Context, grid: list[float], precisions: list[str]) -> dict:
                 continue
             # At INT8's first failing ratio: other calibrations, then the most sensitive layers kept float.
             while high < upper:
-                variant = _rescue(ctx, grid[high], min_retention, summary)
+                variant = _rescue(ctx, grid[high], summary)
                 if variant is None:
                     break
                 summary["boundaries"][f"int8 ({variant.id.split('-', 2)[2]})"] = {"largest_passing_ratio": grid[high]}
@@ -278,7 +297,7 @@ def _int4_blocks(ctx: Context, grid: list[float], low: int, high: int, upper: in
         for block in INT4_BLOCKS:
             record = evaluate(ctx, Setting(ratio, "int4", int4_block=block, int4_accuracy_level=level))
             row["retention"][str(block)] = record["retention"]
-            if not passes(record, ctx.options.min_retention):
+            if not passes(ctx, record):
                 break
             row["largest_passing_block"] = block
         if level != INT4_ACCURACY and row["largest_passing_block"]:
@@ -290,11 +309,11 @@ def _boundary(grid, low, high) -> dict:
             "first_failing_ratio": grid[high] if high < len(grid) else None}
 
 
-def _rescue(ctx: Context, ratio: float, min_retention: float, summary: dict) -> Setting | None:
+def _rescue(ctx: Context, ratio: float, summary: dict) -> Setting | None:
     """A variant of INT8 at ``ratio`` that keeps the retention, or None."""
     for method in CALIBRATIONS[1:]:
         setting = Setting(ratio, "int8", method)
-        if passes(evaluate(ctx, setting), min_retention):
+        if passes(ctx, evaluate(ctx, setting)):
             return setting
     if ctx.options.max_keep_float == 0:
         return None
@@ -303,7 +322,7 @@ def _rescue(ctx: Context, ratio: float, min_retention: float, summary: dict) -> 
     best = max(CALIBRATIONS, key=lambda m: ctx.records.get(Setting(ratio, "int8", m).id, {}).get("retention") or 0)
     for k in range(1, min(ctx.options.max_keep_float, len(ranked) - 1) + 1):
         setting = Setting(ratio, "int8", best, tuple(sorted(entry["node"] for entry in ranked[:k])))
-        if passes(evaluate(ctx, setting), min_retention):
+        if passes(ctx, evaluate(ctx, setting)):
             return setting
     return None
 
