@@ -109,7 +109,7 @@ def test_deploy_build_compiles_the_package_again_from_the_weights(pruned_package
     assert not [p.name for p in artifact.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.02), ("int8-dynamic", 0.02)])
+@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.02), ("int8-dynamic", 0.02), ("fp8", 0.05)])
 def test_other_precisions_compile_and_keep_the_model(tiny_run, tiny_artifact, tmp_path, precision, tolerance):
     artifact = tmp_path / precision
     code, _, err = cli("compress", tiny_run / "run" / "best.pt", "--backend", "torch-aot", f"--{precision}",
@@ -124,9 +124,9 @@ def test_other_precisions_compile_and_keep_the_model(tiny_run, tiny_artifact, tm
     rng = np.random.default_rng(1)
     rgb, audio = (rng.standard_normal((16, dims[name]), dtype=np.float32) for name in ("rgb", "audio"))
     package = TorchAotRunner(artifact / "model.pt2", "cpu", dims, report["num_classes"], precision)
-    fp32 = OnnxModel(artifact / "model.onnx" if precision == "bf16" else tiny_run / "run" / "best.fp32" / "model.onnx")
+    fp32 = OnnxModel(artifact / "model.onnx" if precision in ("bf16", "fp8") else tiny_run / "run" / "best.fp32" / "model.onnx")
     assert np.abs(package.run(rgb, audio) - fp32.run(rgb, audio)).max() < tolerance
-    if precision == "bf16":  # ONNX Runtime has no bf16 kernels: the portable model.onnx stays FP32, and says so
+    if precision in ("bf16", "fp8"):  # ONNX Runtime has neither kernel: the portable model.onnx stays FP32, and says so
         from avf.compress.export import read_metadata
 
         assert read_metadata(artifact / "model.onnx")["precision"] == "fp32"
@@ -177,3 +177,29 @@ def test_cuda_package(tiny_run, tmp_path):
         code, _, err = cli("bench", artifact, "--backend", "torch-aot", "--device", "cuda", *graphs, "--batch", "1,8",
                            "--duration", 0.2)
         assert code == 0, err
+
+
+def test_fp8_linear_is_fp8_at_any_width_and_close_to_the_float_layer():
+    """FP8 (torch._scaled_mm) at widths that are not multiples of 16 (padded with zeros), on 3-D inputs too; every
+    matrix product of the fp8 engine is one, everything else bfloat16."""
+    if torch_aot.fp8_unavailable_reason("cpu"):
+        pytest.skip(torch_aot.fp8_unavailable_reason("cpu"))
+    from torch import nn
+
+    torch.manual_seed(0)
+    linear = nn.Linear(40, 24)
+    fp8 = torch_aot.Fp8Linear(linear)
+    assert fp8.weight.dtype == torch.float8_e4m3fn and tuple(fp8.weight.shape) == (32, 48)
+    x = torch.randn(3, 5, 40)
+    out, reference = fp8(x), linear(x)
+    assert out.shape == (3, 5, 24) and out.dtype == torch.bfloat16
+    assert ((out.float() - reference).abs().max() / reference.abs().max()) < 0.08
+    assert torch.equal(fp8(torch.zeros(2, 40)).float(), linear.bias.detach().bfloat16().float().expand(2, 24))
+    from avf.models import build_model
+
+    engine = torch_aot.engine_module(build_model("attend_fusion", rgb_dim=64, audio_dim=16, num_classes=24,
+                                                 width=32, attention_width=32, heads=2), "fp8", "cpu")
+    modules = list(engine.modules())
+    assert not any(type(m) is nn.Linear for m in modules) and any(isinstance(m, torch_aot.Fp8Linear) for m in modules)
+    assert {p.dtype for m in modules if not isinstance(m, torch_aot.Fp8Linear) for p in m.parameters(recurse=False)} \
+        <= {torch.bfloat16}

@@ -128,6 +128,8 @@ def main() -> None:
         "pick: torch-aot FP16, CUDA graphs": lambda: package(pick, "pick", "fp16", True),
         "pick: torch-aot BF16, CUDA graphs": lambda: package(pick, "pick", "bf16", True),
         "pick: torch-aot weight-only INT8, CUDA graphs": lambda: package(pick, "pick", "int8-dynamic", True),
+        "pick: torch-aot FP8 (Hopper), CUDA graphs": lambda: package(pick, "pick", "fp8", True),
+        "folded: torch-aot FP8 (Hopper), CUDA graphs": lambda: package(folded, "folded", "fp8", True),
     }
     if args.package:  # the compile-free plan: PyTorch baselines and the package avf-deploy build compiled
         variants = {name: make for name, make in variants.items() if "torch-aot" not in name}

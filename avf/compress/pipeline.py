@@ -154,7 +154,7 @@ def _load(options: CompressOptions) -> _Job:
             raise InputError(None, f"--backend torch-aot compiles {', '.join(torch_aot.PRECISIONS)}, not "
                                    f"{options.precision} (static INT8 and INT4 are ONNX formats: ONNX Runtime or TensorRT)")
         device = torch_aot.resolve_device(options.device)
-        if reason := torch_aot.unavailable_reason(device):
+        if reason := torch_aot.unavailable_reason(device, options.precision):
             raise InputError(options.checkpoint, f"--backend torch-aot ({device}): not compiled: {reason}")
     elif options.device != "auto":
         raise InputError(None, "--device applies to --backend torch-aot only (the other backends' artifacts are "
@@ -330,6 +330,9 @@ def _torch_aot(job: _Job, model: nn.Module, tmp: Path, say) -> TorchAotBuild:
                                          options.precision),
                tmp / torch_aot.WEIGHTS_FILE)
     say(f"torch-aot: torch.export + AOTInductor, {options.precision} on {device} (compiling: tens of seconds)")
+    if options.precision == "fp8" and device == "cpu":
+        say("  note: a CPU has no FP8 arithmetic: this package runs PyTorch's reference FP8 kernel, right for checking "
+            "accuracy, not for speed (FP8 pays on Ada and Hopper GPUs)")
     facts = torch_aot.compile_package(model, tmp / torch_aot.PROGRAM_FILE, options.precision, device,
                                       job.config["rgb_dim"], job.config["audio_dim"], source=options.checkpoint)
     say(f"  {facts['file']}: {facts['bytes']:,} bytes, compiled in {facts['compile_seconds']:.1f} s "

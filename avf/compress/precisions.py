@@ -59,6 +59,11 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
               build=quantize.keep_fp32, compute="bf16", cpu_only=False, calibrates=False,
               method="bfloat16 weights and arithmetic in model.pt2, float32 inputs/outputs; model.onnx stays FP32 "
                      "(ONNX Runtime's CPU provider has no bfloat16 kernels)", backends=("torch-aot",), onnx="fp32"),
+    Precision("fp8", flag="--fp8", help="FP8 (e4m3) matrix products in the compiled engine (--backend torch-aot): "
+              "Ada/Hopper GPUs, or PyTorch's CPU kernel.", build=quantize.keep_fp32, compute="fp8", cpu_only=False,
+              calibrates=False, method="every matrix product FP8 e4m3 in model.pt2 (torch._scaled_mm: per-output-"
+              "channel weight scales, per-row activation scales at run time), the rest bfloat16; model.onnx stays "
+              "FP32 (ONNX Runtime has no FP8 matrix kernels)", backends=("torch-aot",), onnx="fp32"),
     Precision("int8", flag="--int8", help="Static INT8 (QDQ: per-channel symmetric weights, symmetric activations).",
               build=quantize.to_int8_static, compute="int8", cpu_only=False, calibrates=True,
               method="static QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations",

@@ -11,8 +11,12 @@ keeps the compressed model itself as weights (``model.pt``: tensors and plain da
 weights-only) from which ``avf-deploy build --backend torch-aot`` compiles the package again on the
 machine that runs it, as it builds a TensorRT engine there.
 
-Precisions: fp32, fp16 and bf16 (weights and arithmetic; probabilities returned in float32), and
-``int8-dynamic``: weight-only INT8 (per-output-channel symmetric scales), activations in float.
+Precisions: fp32, fp16 and bf16 (weights and arithmetic; probabilities returned in float32),
+``int8-dynamic``: weight-only INT8 (per-output-channel symmetric scales), activations in float, and
+``fp8``: every matrix product in FP8 (e4m3) through ``torch._scaled_mm``, weights with one scale per output
+channel, activations scaled per row at run time, the rest in bfloat16. ``_scaled_mm`` is PyTorch's FP8
+kernel on Ada and Hopper GPUs (compute capability 8.9+, where FP8 tensor cores double the FP16 rate) and
+has a CPU implementation, so the same package is built, scored and benched on a CPU.
 """
 
 from __future__ import annotations
@@ -31,14 +35,17 @@ from avf.errors import InputError
 PROGRAM_FILE = "model.pt2"
 WEIGHTS_FILE = "model.pt"
 #: The registry precisions this backend compiles (the model's arithmetic in the package).
-PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic", "fp8")
+#: FP8 GEMMs on NVIDIA GPUs need compute capability 8.9 (Ada) or later.
+FP8_CAPABILITY = (8, 9)
 #: The batch axis of the exported program: any batch in 1..MAX_BATCH runs without recompiling.
 MAX_BATCH = 4096
 WEIGHTS_FORMAT = "avf-compressed-model"
 
 
-def unavailable_reason(device: str) -> str | None:
-    """None when this machine can compile a package for ``device``, else one line saying what is missing."""
+def unavailable_reason(device: str, precision: str = "fp32") -> str | None:
+    """None when this machine can compile a ``precision`` package for ``device``, else one line saying what is
+    missing."""
     inductor = getattr(torch, "_inductor", None)
     if inductor is None or not hasattr(torch._inductor, "aoti_compile_and_package"):
         return f"PyTorch {torch.__version__} has no AOTInductor packaging (torch >= 2.6 has it)"
@@ -46,6 +53,25 @@ def unavailable_reason(device: str) -> str | None:
         return "no CUDA GPU is visible to PyTorch here (a CUDA package is compiled on a machine with the GPU)"
     if device == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         return "no C++ compiler (g++ or clang++) on PATH: AOTInductor compiles the CPU package with it"
+    if precision == "fp8":
+        return fp8_unavailable_reason(device)
+    return None
+
+
+def fp8_unavailable_reason(device: str) -> str | None:
+    """None when ``torch._scaled_mm`` runs FP8 here on ``device`` (tried on a small product), else why not."""
+    if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        return f"PyTorch {torch.__version__} has no FP8 (float8_e4m3fn and torch._scaled_mm)"
+    if device == "cuda" and torch.cuda.get_device_capability() < FP8_CAPABILITY:
+        name, capability = torch.cuda.get_device_name(), ".".join(map(str, torch.cuda.get_device_capability()))
+        return (f"{name} (compute capability {capability}) has no FP8 matrix kernels: they need "
+                f"{'.'.join(map(str, FP8_CAPABILITY))} or later (Ada, Hopper)")
+    try:
+        a = torch.ones(16, 16, device=device).to(torch.float8_e4m3fn)
+        one = torch.ones(16, 1, device=device), torch.ones(1, 16, device=device)
+        torch._scaled_mm(a, a.t(), scale_a=one[0], scale_b=one[1], out_dtype=torch.bfloat16)
+    except (RuntimeError, NotImplementedError) as exc:
+        return f"torch._scaled_mm cannot run FP8 on {device} here ({str(exc).splitlines()[0][:200]})"
     return None
 
 
@@ -61,6 +87,8 @@ def float_dtype(precision: str) -> torch.dtype:
     activations included)."""
     from avf.runtime.pytorch_model import PRECISIONS as FLOATS, torch_dtype
 
+    if precision == "fp8":
+        return torch.bfloat16  # what is not a matrix product (norms, softmax, gates), and the products' outputs
     return torch_dtype(precision) if precision in FLOATS else torch.float32
 
 
@@ -159,12 +187,45 @@ class Int8WeightOnlyLinear(nn.Module):
         return nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype) + self.bias.to(x.dtype)
 
 
-def _int8_weight_only(model: nn.Module) -> nn.Module:
+class Fp8Linear(nn.Module):
+    """A Linear computed in FP8 (e4m3) by ``torch._scaled_mm``: the weight with one scale per output channel,
+    each input row scaled to e4m3's range at run time, bfloat16 out. Widths are padded to multiples of 16
+    (the GPU kernel's rule) with zeros, which change no output."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        self.pad_in = -self.in_features % 16
+        weight = nn.functional.pad(weight, (0, self.pad_in, 0, -self.out_features % 16))
+        scales = (weight.abs().amax(dim=1) / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        self.register_buffer("weight", (weight / scales[:, None]).to(torch.float8_e4m3fn))
+        self.register_buffer("scales", scales[None, :].contiguous())  # (1, out): _scaled_mm's row-wise scale_b
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
+        self.register_buffer("bias", bias.to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        leading = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features).float()
+        if self.pad_in:
+            rows = nn.functional.pad(rows, (0, self.pad_in))
+        row_scales = (rows.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        quantized = (rows / row_scales).to(torch.float8_e4m3fn)
+        out = torch._scaled_mm(quantized, self.weight.t(), scale_a=row_scales, scale_b=self.scales,
+                               out_dtype=torch.bfloat16)
+        return (out[:, :self.out_features] + self.bias).reshape(*leading, self.out_features)
+
+
+E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max) if hasattr(torch, "float8_e4m3fn") else 448.0
+
+
+def _replace_linears(model: nn.Module, source: nn.Module, make) -> nn.Module:
+    """Each nn.Linear of ``model`` replaced by ``make(the same Linear of source)`` (source: float32 weights)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(model, name, Int8WeightOnlyLinear(child))
+            setattr(model, name, make(getattr(source, name)))
         else:
-            _int8_weight_only(child)
+            _replace_linears(child, getattr(source, name), make)
     return model
 
 
@@ -187,7 +248,9 @@ def engine_module(model: nn.Module, precision: str, device: str) -> Engine:
     model = copy.deepcopy(model).eval().float()
     dtype = float_dtype(precision)
     if precision == "int8-dynamic":
-        model = _int8_weight_only(model)
+        model = _replace_linears(model, model, Int8WeightOnlyLinear)
+    elif precision == "fp8":  # quantized from the float32 weights; the rest of the model in bfloat16
+        model = _replace_linears(copy.deepcopy(model).to(dtype), model, Fp8Linear)
     else:
         model = model.to(dtype)
     for parameter in model.parameters():
@@ -199,9 +262,9 @@ def compile_package(model: nn.Module, package: Path, precision: str, device: str
                     built_by: str = "avf-compress", source: str | Path | None = None) -> dict:
     """Export and compile ``model`` into the file ``package`` (a name ending .pt2) for ``device``; returns the build
     facts (``file`` is the artifact's name for it, model.pt2)."""
-    reason = unavailable_reason(device)
+    reason = unavailable_reason(device, precision)
     if reason:
-        raise InputError(source or package, f"--backend torch-aot ({device}): {reason}")
+        raise InputError(source or package, f"--backend torch-aot ({device}, {precision}): {reason}")
     engine = engine_module(model, precision, device)
     started = time.monotonic()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)

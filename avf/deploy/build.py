@@ -118,9 +118,9 @@ def build_package_here(artifact_dir: str | Path, device: str = "auto") -> dict:
         raise InputError(artifact, f"no compressed model ({torch_aot.WEIGHTS_FILE}) to compile: compress with "
                                    "--backend torch-aot")
     device = torch_aot.resolve_device(device)
-    if reason := torch_aot.unavailable_reason(device):
-        raise InputError(artifact, f"cannot compile a PyTorch package for {device} here: {reason}")
     precision = (report.torch_aot.precision if report.torch_aot else None) or report.precision
+    if reason := torch_aot.unavailable_reason(device, precision):
+        raise InputError(artifact, f"cannot compile a {precision} PyTorch package for {device} here: {reason}")
     with folder_lock(artifact, "artifact folder"):
         report = open_artifact(artifact, deploying=False, rebuilding=torch_aot.PROGRAM_FILE)
         model = torch_aot.load_weights(artifact / torch_aot.WEIGHTS_FILE)
