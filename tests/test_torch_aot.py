@@ -130,6 +130,14 @@ def test_other_precisions_compile_and_keep_the_model(tiny_run, tiny_artifact, tm
         from avf.compress.export import read_metadata
 
         assert read_metadata(artifact / "model.onnx")["precision"] == "fp32"
+    if precision == "fp8":  # compiled again from model.pt on the device: the very package the gate scored
+        scored = package.run(rgb, audio)
+        del package
+        (artifact / "model.pt2").unlink()
+        code, out, err = cli("deploy", "build", artifact, "--backend", "torch-aot", "--device", "cpu")
+        assert code == 0 and "model.pt2: fp8 for cpu" in out, err
+        rebuilt = TorchAotRunner(artifact / "model.pt2", "cpu", dims, report["num_classes"], precision)
+        assert np.array_equal(rebuilt.run(rgb, audio), scored)
 
 
 @pytest.mark.parametrize("args, says", [

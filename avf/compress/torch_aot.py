@@ -106,8 +106,9 @@ def device_name(device: str) -> str:
 def weights_payload(model: nn.Module, config: dict, num_classes: int, fold: bool, precision: str = "fp32") -> dict:
     """``model.pt``'s content: the compressed model's weights and what rebuilds its structure. Weights are kept in
     the engine's float precision where it is fp16 or bf16 (the package rounds them to it anyway: half the bytes
-    to carry to the device), else float32."""
-    dtype = float_dtype(precision)
+    to carry to the device), else float32 (fp8 included: every build quantizes from the float32 weights, so a
+    package compiled again on the device equals the one the gate scored)."""
+    dtype = torch.float32 if precision == "fp8" else float_dtype(precision)
     state = {name: tensor.detach().to(dtype if tensor.is_floating_point() else tensor.dtype).cpu().contiguous()
              for name, tensor in model.state_dict().items()}
     return {"format": WEIGHTS_FORMAT, "model": dict(config), "num_classes": int(num_classes), "fold": bool(fold),
