@@ -108,7 +108,9 @@ def test_small_search_measured_on_this_cpu(trained, tmp_path, capsys):
     # Held-out retention is reported separately from the selection figure.
     test = state["chosen"]["test"]
     assert test["videos"] > 0 and 0 < test["retention"] and test["data"]["files"] == 1
-    assert "held-out (--test" in stdout
+    assert "held-out (--test" in stdout and test["retention_bound"]["confidence"] == 0.95
+    assert (f"videos): GAP retention {test['retention']:.4f} (its 95% lower bound "
+            f"{test['retention_bound']['lower']:.4f})") in stdout
     # Pareto fronts: nothing on them is dominated by another candidate.
     for cost, key in (("latency", "latency_p50_ms"), ("size", "size_bytes")):
         front = [r for r in records if r["id"] in state["pareto"][cost]]

@@ -177,7 +177,10 @@ def _print(state: dict, options, human: Console | None = None) -> None:
     stdout.print(Text(line), soft_wrap=True)
     if chosen.get("test"):
         t = chosen["test"]
-        stdout.print(Text(f"held-out (--test, {t['videos']} videos): GAP retention {t['retention']:.4f}"), soft_wrap=True)
+        bound = t.get("retention_bound") or {}
+        said = "" if bound.get("lower") is None else f" (its {bound['confidence']:.0%} lower bound {bound['lower']:.4f})"
+        stdout.print(Text(f"held-out (--test, {t['videos']} videos): GAP retention {t['retention']:.4f}{said}"),
+                     soft_wrap=True)
     else:
         stdout.print(Text("retention measured on the selection data (no --test given)"), soft_wrap=True)
     stdout.print(Text(f"manifest: {Path(options.out) / 'manifest.json'} (deployable: {state['manifest']['deployable']})"),
