@@ -188,6 +188,10 @@ class Int8WeightOnlyLinear(nn.Module):
         return nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype) + self.bias.to(x.dtype)
 
 
+#: The largest finite e4m3 value: each weight channel and input row is scaled so that its largest entry lands on it.
+E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max) if hasattr(torch, "float8_e4m3fn") else 448.0
+
+
 class Fp8Linear(nn.Module):
     """A Linear computed in FP8 (e4m3) by ``torch._scaled_mm``: the weight with one scale per output channel,
     each input row scaled to e4m3's range at run time, bfloat16 out. Widths are padded to multiples of 16
@@ -215,9 +219,6 @@ class Fp8Linear(nn.Module):
         out = torch._scaled_mm(quantized, self.weight.t(), scale_a=row_scales, scale_b=self.scales,
                                out_dtype=torch.bfloat16)
         return (out[:, :self.out_features] + self.bias).reshape(*leading, self.out_features)
-
-
-E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max) if hasattr(torch, "float8_e4m3fn") else 448.0
 
 
 def _replace_linears(model: nn.Module, source: nn.Module, make) -> nn.Module:

@@ -146,7 +146,7 @@ def weights_read(target: Path, runner, facts: dict) -> dict:
     if facts.get("kind") == "checkpoint":
         from avf.train.checkpoint import load_checkpoint
 
-        size = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}.get(facts["precision"], 4)
+        size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(facts["precision"], 4)
         tensors = [t for t in load_checkpoint(target)["state_dict"].values() if hasattr(t, "numel")]
         return {"bytes": sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in tensors),
                 "method": f"checkpoint parameters and buffers at {facts['precision']}"}
