@@ -74,17 +74,26 @@ def gap_ratio_bound(reference: EvaluationAccumulator, compressed: EvaluationAccu
             "method": "paired percentile bootstrap over videos (both models scored on the same resampled videos)"}
 
 
+def held_retention(ratio: float, lower: float | None, confidence: float, digits: int = 4) -> tuple[float | None, str]:
+    """The GAP retention a bar is held to (the measured ratio, or with ``confidence`` its lower bound, None when
+    that was not measured) and it in words: the one rule of the gate and of avf tune's search."""
+    said = f"GAP retention {ratio:.{digits}f}"
+    if not confidence:
+        return ratio, said
+    if lower is None:
+        return None, f"{said} without a {confidence:.0%} lower bound"
+    return lower, f"{said} (its {confidence:.0%} lower bound {lower:.{digits}f})"
+
+
 def gate(comparison: dict, min_retention: float, confidence: float = 0.0) -> tuple[bool, str]:
     """Accepted when the GAP ratio (or, with ``confidence``, its lower bound) reaches ``min_retention``."""
     ratio = comparison["ratios"]["gap"]
     if ratio is None:
         return False, "reference GAP is 0: retention is undefined"
-    held, said = ratio, f"GAP retention {ratio:.4f}"
-    if confidence:
-        bound = comparison.get("gap_bound") or {}
-        if bound.get("confidence") != confidence or bound.get("lower") is None:
-            return False, f"no {confidence:.0%} lower bound of the GAP retention was measured"
-        held, said = bound["lower"], f"GAP retention {ratio:.4f} (its {confidence:.0%} lower bound {bound['lower']:.4f})"
+    bound = comparison.get("gap_bound") or {}
+    if confidence and (bound.get("confidence") != confidence or bound.get("lower") is None):
+        return False, f"no {confidence:.0%} lower bound of the GAP retention was measured"
+    held, said = held_retention(ratio, bound.get("lower"), confidence)
     if held >= min_retention:
         return True, f"{said} >= {min_retention}"
     return False, f"{said} < {min_retention} (reference {comparison['reference']['gap']:.4f}, " \

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from avf.atomic import atomic_write_text
 from avf.compress.quantize import INT4_ACCURACY, INT4_ACCURACY_LEVELS, INT4_BLOCKS
+from avf.compress.retention import held_retention as held
 from avf.data.vocabulary import file_sha256
 from avf.tune.records import Sensitivity, candidate_files, discard, read_sealed, seal
 from avf.tune.space import CALIBRATIONS, Setting
@@ -202,15 +203,9 @@ def misses(ctx: Context, record: dict) -> list[str]:
 
 def held_retention(ctx: Context, record: dict) -> tuple[float | None, str]:
     """The retention the candidate is held to (its lower bound with --retention-confidence), and it in words."""
-    retention, confidence = record["retention"], ctx.options.retention_confidence
-    if retention is None:
+    if record["retention"] is None:
         return None, "GAP retention undefined (reference GAP is 0)"
-    if not confidence:
-        return retention, f"GAP retention {retention:.5f}"
-    lower = record.get("retention_lower")
-    if lower is None:
-        return None, f"GAP retention {retention:.5f} without a {confidence:.0%} lower bound"
-    return lower, f"GAP retention {retention:.5f} (its {confidence:.0%} lower bound {lower:.5f})"
+    return held(record["retention"], record.get("retention_lower"), ctx.options.retention_confidence, digits=5)
 
 
 def passes(ctx: Context, record: dict) -> bool:
