@@ -145,7 +145,8 @@ def _print(state: dict, options, human: Console | None = None) -> None:
                  soft_wrap=True)
     for cost, label in (("latency", "retention vs latency"), ("size", "retention vs size")):
         table = Table(title=f"Pareto front: {label} ({len(records)} candidates)")
-        for column in ("candidate", "GAP retention", "lower bound", f"p50 ms ({status})", f"p99 ms ({status})", "MB", "meets"):
+        for column in ("candidate", "GAP retention", "lower bound", f"p50 ms ({status})", f"p99 ms ({status})", "MB",
+                       "meets"):
             table.add_column(column, justify="left" if column in ("candidate", "meets") else "right")
         for rid in state["pareto"][cost]:
             r = records[rid]
@@ -170,7 +171,8 @@ def _print(state: dict, options, human: Console | None = None) -> None:
         return
     c = chosen["cost"]
     lower = chosen.get("retention_lower")
-    bound = "" if lower is None else f", its {options.retention_confidence or REPORTED_CONFIDENCE:.0%} lower bound {lower:.4f}"
+    confidence = options.retention_confidence or REPORTED_CONFIDENCE  # the bound compare_on_data measured
+    bound = "" if lower is None else f", its {confidence:.0%} lower bound {lower:.4f}"
     line = (f"chosen: {chosen['id']} -> {Path(options.out) / 'artifact'}: GAP retention {chosen['retention']:.4f} "
             f"(selection data{bound}), p50 {c['latency_p50_ms']:.4g} ms / p99 {c['latency_p99_ms']:.4g} ms ({c['status']}), "
             f"{c['size_bytes'] / 1e6:.2f} MB, memory {c['memory_mib']:.1f} MiB ({c['status']})")

@@ -162,8 +162,8 @@ def closest(records: list[dict], ctx: Context) -> dict | None:
 
 
 def _summary(record: dict) -> dict:
-    keys = ("id", "ratio", "precision", "calib_method", "keep_float", "retention", "retention_lower", "gap", "reference_gap", "f1",
-            "parameters", "cost", "artifact", "bench")
+    keys = ("id", "ratio", "precision", "calib_method", "keep_float", "retention", "retention_lower", "gap",
+            "reference_gap", "f1", "parameters", "cost", "artifact", "bench")
     return {key: record.get(key) for key in keys} | {key: record[key] for key in ("int4_block", "int4_accuracy_level")
                                                   if key in record}
 
@@ -242,8 +242,8 @@ def _unship(out: Path) -> None:
 
 
 CSV_COLUMNS = ("id", "ratio", "precision", "calib_method", "keep_float", "parameters", "retention", "retention_lower",
-               "gap", "reference_gap", "f1", "cost_status", "latency_p50_ms", "latency_p99_ms", "samples_per_s", "memory_mib",
-               "energy_mj", "energy_status", "size_bytes", "meets", "rejected_because")
+               "gap", "reference_gap", "f1", "cost_status", "latency_p50_ms", "latency_p99_ms", "samples_per_s",
+               "memory_mib", "energy_mj", "energy_status", "size_bytes", "meets", "rejected_because")
 
 
 def write_candidates(out: Path, records: list[dict]) -> None:
@@ -255,7 +255,8 @@ def write_candidates(out: Path, records: list[dict]) -> None:
     for r in records:
         c = r["cost"]
         writer.writerow([r["id"], r["ratio"], r["precision"], r["calib_method"] or "", " ".join(r["keep_float"]),
-                         r["parameters"], r["retention"], r.get("retention_lower"), r["gap"], r["reference_gap"], r["f1"], c["status"],
+                         r["parameters"], r["retention"], r.get("retention_lower"), r["gap"], r["reference_gap"], r["f1"],
+                         c["status"],
                          c["latency_p50_ms"], c["latency_p99_ms"], c["samples_per_s"], c["memory_mib"], c["energy_mj"],
                          c["energy_status"], c["size_bytes"], r["meets"], "; ".join(r["rejected_because"])])
     atomic_write_text(out / "candidates.csv", buffer.getvalue())
